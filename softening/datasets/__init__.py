@@ -1,0 +1,39 @@
+"""Readers for existing DFT-labelled frames (extxyz, WBM JSON, mlearn JSON, vasprun)."""
+
+from __future__ import annotations
+
+from softening.datasets.frames import Frame
+from softening.datasets.readers import (
+    ASE_VOIGT_ORDER,
+    FORMATS,
+    KBAR_TO_EV_PER_A3,
+    MIN_INTERATOMIC_DISTANCE,
+    VASP_VOIGT_ORDER,
+    check_structure,
+    detect_format,
+    read_extxyz,
+    read_frames,
+    read_mlearn_json,
+    read_structure,
+    read_vasprun,
+    read_wbm_json,
+    vasp_stress_to_ase,
+)
+
+__all__ = [
+    "ASE_VOIGT_ORDER",
+    "FORMATS",
+    "KBAR_TO_EV_PER_A3",
+    "MIN_INTERATOMIC_DISTANCE",
+    "VASP_VOIGT_ORDER",
+    "Frame",
+    "check_structure",
+    "detect_format",
+    "read_extxyz",
+    "read_frames",
+    "read_mlearn_json",
+    "read_structure",
+    "read_vasprun",
+    "read_wbm_json",
+    "vasp_stress_to_ase",
+]

@@ -1,0 +1,18 @@
+"""jobflow makers: MD sampling, frame selection, reference and uMLIP single points, comparison."""
+
+from __future__ import annotations
+
+from softening.makers.compare import compare_job, compare_results
+from softening.makers.md import MDSamplingMaker
+from softening.makers.reference import ReferenceStaticMaker
+from softening.makers.select import FrameSelectionMaker
+from softening.makers.umlip import UMLIPStaticMaker
+
+__all__ = [
+    "FrameSelectionMaker",
+    "MDSamplingMaker",
+    "ReferenceStaticMaker",
+    "UMLIPStaticMaker",
+    "compare_job",
+    "compare_results",
+]

@@ -1,0 +1,207 @@
+"""High-temperature NVT MD with a uMLIP, to sample off-equilibrium frames."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from jobflow import JobConfig, Maker, job
+from pymatgen.core import Structure
+
+from softening.errors import CalculationError, InputError
+from softening.stores.documents import MDResult, MDTrajectory, content_key
+from softening.stores.queries import find_output_by_key
+
+logger = logging.getLogger(__name__)
+
+THERMOSTATS = ("langevin", "nose-hoover", "berendsen")
+
+
+@dataclass
+class MDSamplingMaker(Maker):
+    """NVT molecular dynamics with a uMLIP (the paper: CHGNet, 1000 K, 2 fs, 20 ps = 10,000 steps).
+
+    Written on ASE's integrators with the package's cached model rather than atomate2's force-field
+    MD maker, because every stored step is checked for a blow-up (non-finite values, two atoms closer
+    than ``min_distance``, temperature above ``max_temperature_factor`` times the target) and the
+    run fails with a clear message instead of writing garbage frames.
+
+    Attributes
+    ----------
+    name
+        Job name.
+    model
+        uMLIP spec (see :func:`softening.models.load_model`).
+    temperature
+        Target temperature, K.
+    timestep
+        Time step, fs.
+    steps
+        Number of MD steps (the paper: 10,000 = 20 ps at 2 fs).
+    equilibration_fraction
+        Leading share of the run discarded as equilibration.
+    stride
+        Steps between stored frames.
+    thermostat
+        ``langevin`` (default), ``nose-hoover`` or ``berendsen``.
+    friction
+        Langevin friction, 1/fs.
+    taut
+        Nose-Hoover / Berendsen time constant, fs.
+    seed
+        Seed of the Maxwell-Boltzmann velocities and Langevin noise.
+    min_distance
+        Blow-up threshold on interatomic distances, Å.
+    max_temperature_factor
+        Blow-up threshold on temperature, multiple of the target.
+    """
+
+    name: str = "md sampling"
+    model: str = "chgnet"
+    temperature: float = 1000.0
+    timestep: float = 2.0
+    steps: int = 10_000
+    equilibration_fraction: float = 0.2
+    stride: int = 10
+    thermostat: str = "langevin"
+    friction: float = 0.01
+    taut: float = 100.0
+    seed: int = 0
+    min_distance: float = 0.5
+    max_temperature_factor: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.temperature <= 10_000:
+            raise InputError(f"temperature must be in (0, 10000] K, got {self.temperature}")
+        if self.steps < 1:
+            raise InputError(f"steps must be >= 1, got {self.steps}")
+        if not 0 < self.timestep <= 10:
+            raise InputError(f"timestep must be in (0, 10] fs, got {self.timestep}")
+        if not 0 <= self.equilibration_fraction < 1:
+            raise InputError("equilibration_fraction must be in [0, 1)")
+        if self.thermostat not in THERMOSTATS:
+            raise InputError(f"thermostat must be one of {THERMOSTATS}, got {self.thermostat!r}")
+
+    def settings(self) -> dict:
+        """Settings that determine the trajectory (part of the content key)."""
+        keys = ("model", "temperature", "timestep", "steps", "equilibration_fraction", "stride",
+                "thermostat", "friction", "taut", "seed")
+        return {k: getattr(self, k) for k in keys}
+
+    @job(data=["trajectory"], config=JobConfig(expose_store=True))
+    def make(self, structure: Structure, material_id: str | None = None) -> MDResult:
+        """Run the MD (or reuse a stored run with the same start structure and settings)."""
+        from jobflow import CURRENT_JOB
+
+        from softening.models import load_model
+
+        key = content_key(structure, "md", self.settings())
+        cached = find_output_by_key(CURRENT_JOB.store, key, "MDResult")
+        if cached is not None:
+            logger.info("MD of %s reused from the store", structure.formula)
+            return MDResult.model_validate({**cached, "reused": True})
+        model = load_model(self.model)
+        model.check_elements({el.symbol for el in structure.composition})
+        t0 = time.perf_counter()
+        traj = run_md(structure, model.calculator(), self)
+        kept_t = traj.temperatures
+        return MDResult(
+            material_id=material_id or structure.composition.reduced_formula,
+            formula=structure.composition.reduced_formula,
+            structure=structure,
+            model=model.info,
+            temperature=self.temperature,
+            timestep=self.timestep,
+            n_steps=self.steps,
+            n_equilibration=int(self.steps * self.equilibration_fraction),
+            stride=self.stride,
+            thermostat=self.thermostat,
+            seed=self.seed,
+            mean_temperature=float(np.mean(kept_t)) if kept_t else float("nan"),
+            trajectory=traj,
+            content_key=key,
+            wall_time=time.perf_counter() - t0,
+        )
+
+
+def _dynamics(atoms, maker: MDSamplingMaker):
+    from ase import units
+    from ase.md.langevin import Langevin
+
+    dt = maker.timestep * units.fs
+    if maker.thermostat == "langevin":
+        return Langevin(
+            atoms, dt, temperature_K=maker.temperature, friction=maker.friction / units.fs,
+            rng=np.random.default_rng(maker.seed),
+        )
+    if maker.thermostat == "nose-hoover":
+        from ase.md.nose_hoover_chain import NoseHooverChainNVT
+
+        return NoseHooverChainNVT(
+            atoms, dt, temperature_K=maker.temperature, tdamp=maker.taut * units.fs
+        )
+    from ase.md.nvtberendsen import NVTBerendsen
+
+    return NVTBerendsen(atoms, dt, temperature_K=maker.temperature, taut=maker.taut * units.fs)
+
+
+def _check_blowup(atoms, step: int, maker: MDSamplingMaker) -> None:
+    from ase.neighborlist import neighbor_list
+
+    pos = atoms.get_positions()
+    energy = atoms.get_potential_energy()
+    if not (np.all(np.isfinite(pos)) and np.isfinite(energy)):
+        raise CalculationError(f"MD blew up at step {step}: non-finite positions or energy")
+    d = neighbor_list("d", atoms, maker.min_distance)
+    if len(d):
+        raise CalculationError(
+            f"MD blew up at step {step}: two atoms {d.min():.2f} Å apart "
+            f"(< {maker.min_distance} Å); lower the temperature or the time step"
+        )
+    temp = atoms.get_temperature()
+    if temp > maker.max_temperature_factor * maker.temperature:
+        raise CalculationError(
+            f"MD blew up at step {step}: temperature {temp:.0f} K is over "
+            f"{maker.max_temperature_factor:g}x the target {maker.temperature:g} K"
+        )
+
+
+def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajectory:
+    """Run the NVT MD described by ``maker``; return the kept, strided trajectory."""
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = calculator
+    MaxwellBoltzmannDistribution(
+        atoms, temperature_K=maker.temperature, rng=np.random.default_rng(maker.seed)
+    )
+    Stationary(atoms)
+    dyn = _dynamics(atoms, maker)
+    n_equil = int(maker.steps * maker.equilibration_fraction)
+    out = MDTrajectory(steps=[], positions=[], cells=[], energies=[], temperatures=[])
+    report_every = max(1, maker.steps // 10)
+
+    def observe() -> None:
+        step = dyn.nsteps
+        if step % maker.stride == 0 or step == maker.steps:
+            _check_blowup(atoms, step, maker)
+            if step > n_equil:
+                out.steps.append(int(step))
+                out.positions.append(atoms.get_positions().tolist())
+                out.cells.append(atoms.cell.array.tolist())
+                out.energies.append(float(atoms.get_potential_energy()))
+                out.temperatures.append(float(atoms.get_temperature()))
+        if step % report_every == 0:
+            logger.info(
+                "MD %s: step %d/%d, T = %.0f K", structure.formula, step, maker.steps,
+                atoms.get_temperature(),
+            )
+
+    dyn.attach(observe, interval=1)
+    dyn.run(maker.steps)
+    if not out.steps:
+        raise CalculationError("MD kept no frames: increase steps or lower stride")
+    return out

@@ -1,0 +1,91 @@
+"""Pick frames from an MD trajectory: stratified by energy, then some strained (the paper's protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from jobflow import Maker, job
+from pymatgen.core import Lattice, Structure
+
+from softening.analysis.sampling import assign_strains, stratified_energy_indices
+from softening.errors import InputError
+from softening.stores.documents import FrameSelection, FrameSpec, MDResult
+
+
+@dataclass
+class FrameSelectionMaker(Maker):
+    """Select ``n_frames`` frames, one per potential-energy bin, and strain some isotropically.
+
+    The paper takes 10 frames per trajectory (stratified, DIRECT-style) and strains 4 of them by
+    +3 % or -3 % along the three lattice vectors; these are the defaults.
+
+    Attributes
+    ----------
+    name
+        Job name.
+    n_frames
+        Frames to select.
+    n_strained_plus, n_strained_minus
+        Frames strained by +``strain`` and by -``strain``.
+    strain
+        Isotropic strain magnitude (fraction; 0.03 = 3 %).
+    seed
+        Seed of the choice within energy bins and of the strained frames.
+    """
+
+    name: str = "select frames"
+    n_frames: int = 10
+    n_strained_plus: int = 2
+    n_strained_minus: int = 2
+    strain: float = 0.03
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_frames < 1:
+            raise InputError(f"frames must be >= 1, got {self.n_frames}")
+        if self.n_strained_plus + self.n_strained_minus > self.n_frames:
+            raise InputError("more strained frames than frames")
+
+    @job
+    def make(self, md: MDResult) -> FrameSelection:
+        """Select frames of ``md``'s kept trajectory."""
+        return select_frames(md, self)
+
+
+def select_frames(md: MDResult, maker: FrameSelectionMaker) -> FrameSelection:
+    """The selection itself (pure apart from building structures)."""
+    traj = md.trajectory
+    n_atoms = len(md.structure)
+    if len(traj.steps) < maker.n_frames:
+        raise InputError(
+            f"the MD kept {len(traj.steps)} frames, fewer than the {maker.n_frames} requested; "
+            "run more steps or lower the stride"
+        )
+    e_per_atom = np.asarray(traj.energies) / n_atoms
+    picked = stratified_energy_indices(e_per_atom, maker.n_frames, seed=maker.seed)
+    strains = assign_strains(
+        maker.n_frames, maker.n_strained_plus, maker.n_strained_minus, maker.strain, seed=maker.seed
+    )
+    species = [site.species for site in md.structure]
+    frames = []
+    for i, (idx, eps) in enumerate(zip(picked, strains, strict=True)):
+        s = Structure(
+            Lattice(traj.cells[idx]), species, traj.positions[idx], coords_are_cartesian=True
+        )
+        if eps:
+            s.apply_strain(eps)  # isotropic: lattice and positions scale by (1 + eps)
+        frames.append(
+            FrameSpec(
+                frame_id=str(i),
+                material_id=md.material_id,
+                formula=md.formula,
+                structure=s,
+                md_step=traj.steps[idx],
+                strain=eps,
+                energy_per_atom_md=float(e_per_atom[idx]),
+            )
+        )
+    return FrameSelection(
+        material_id=md.material_id, formula=md.formula, frames=frames, method="stratified-energy"
+    )

@@ -1,0 +1,75 @@
+"""uMLIP single points of many frames, the model loaded once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from jobflow import Maker, job
+
+from softening.stores.documents import CodeInfo, FrameResult, FrameSpec, UMLIPResults
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UMLIPStaticMaker(Maker):
+    """Evaluate all frames with one uMLIP in memory-bounded batches.
+
+    Attributes
+    ----------
+    name
+        Job name.
+    model
+        uMLIP spec (name or local path; see :func:`softening.models.load_model`).
+    device
+        ``auto``, ``cpu`` or ``cuda`` (default from settings).
+    dtype
+        ``float32`` or ``float64`` (default from settings).
+    memory_gb
+        Memory budget of one batch, GB (default from settings).
+    """
+
+    name: str = "umlip static"
+    model: str = "chgnet"
+    device: str | None = None
+    dtype: str | None = None
+    memory_gb: float | None = None
+
+    @job(data=["forces"])
+    def make(self, frames: list[FrameSpec]) -> UMLIPResults:
+        """Single points of ``frames``."""
+        return evaluate_frames(frames, self)
+
+
+def evaluate_frames(frames: list[FrameSpec], maker: UMLIPStaticMaker) -> UMLIPResults:
+    """Evaluate ``frames`` with the maker's model (what the job does, callable without jobflow)."""
+    from softening.models import load_model
+    from softening.models.evaluate import evaluate_structures
+
+    model = load_model(maker.model, device=maker.device, dtype=maker.dtype)
+    t0 = time.perf_counter()
+    structures = [f.structure for f in frames]
+    preds = evaluate_structures(model, structures, memory_gb=maker.memory_gb)
+    code = CodeInfo(
+        name=model.name,
+        version=model.version,
+        settings={"device": model.device, "dtype": model.dtype},
+    )
+    results = [
+        FrameResult(
+            frame_id=f.frame_id,
+            material_id=f.material_id,
+            formula=f.formula,
+            structure=f.structure,
+            energy=p.energy,
+            forces=p.forces.tolist(),
+            stress=p.stress.tolist() if p.stress is not None else None,
+            code=code,
+        )
+        for f, p in zip(frames, preds, strict=True)
+    ]
+    wall = time.perf_counter() - t0
+    logger.info("%s: %d frames in %.1f s", model.name, len(frames), wall)
+    return UMLIPResults(model=model.info, frames=results, wall_time=wall)

@@ -1,0 +1,350 @@
+"""One cached factory from a model spec to a ready uMLIP.
+
+Specs
+-----
+``chgnet`` / ``chgnet-0.3.0`` / ``chgnet-0.2.0`` / ``chgnet-r2scan``
+    CHGNet weights shipped inside the ``chgnet`` wheel (offline). ``chgnet`` is 0.3.0, the paper's.
+``m3gnet`` / a matgl model name (``M3GNet-MP-2021.2.8-PES``)
+    matgl; looked up in the ``models_dir`` setting first, then (only with network) the model hub.
+``mace-mp-0`` / ``mace-mp-0-medium``
+    mace's ``mace_mp`` foundation model (needs network), or
+a local path
+    a CHGNet ``.pth.tar`` checkpoint, a matgl model folder (``model.json``), a MACE ``.model`` file.
+
+Heavy imports (torch, chgnet, matgl, mace) happen inside the loaders, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from softening.errors import ModelError
+from softening.settings import get_settings
+from softening.stores.documents import ModelInfo
+
+CHGNET_VERSIONS = {"0.3.0", "0.2.0", "r2scan"}
+_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """A uMLIP ready to evaluate.
+
+    Attributes
+    ----------
+    name
+        Canonical name (the key in JSON output and documents), e.g. ``CHGNet-0.3.0``.
+    family
+        ``chgnet``, ``m3gnet`` (any matgl potential) or ``mace``.
+    model
+        The underlying torch model (``CHGNet``, matgl ``Potential``, MACE module).
+    elements
+        Chemical symbols the model was trained on.
+    """
+
+    name: str
+    family: str
+    model: Any
+    elements: frozenset[str]
+    device: str
+    dtype: str
+    version: str | None = None
+    path: str | None = None
+    weights_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> ModelInfo:
+        """Provenance for documents."""
+        return ModelInfo(
+            name=self.name,
+            family=self.family,
+            version=self.version,
+            weights_sha256=self.weights_sha256,
+            path=self.path,
+        )
+
+    def check_elements(self, elements: Iterable[str]) -> None:
+        """Raise :class:`ModelError` naming the elements this model lacks."""
+        missing = sorted(set(elements) - self.elements)
+        if missing:
+            raise ModelError(f"model {self.name} has no parameters for {', '.join(missing)}")
+
+    def calculator(self):
+        """A fresh ASE calculator around the (shared, already loaded) model."""
+        if self.family == "chgnet":
+            from chgnet.model.dynamics import CHGNetCalculator
+
+            return CHGNetCalculator(model=self.model, use_device=self.device)
+        if self.family == "m3gnet":
+            from matgl.ext.ase import PESCalculator
+
+            return PESCalculator(self.model)
+        if self.family == "mace":
+            from mace.calculators import MACECalculator
+
+            return MACECalculator(models=self.model, device=self.device, default_dtype=self.dtype)
+        raise ModelError(f"no calculator for model family {self.family!r}")  # pragma: no cover
+
+
+def sha256_of(paths: str | Path | Iterable[str | Path]) -> str:
+    """SHA-256 over one file or several (in sorted order)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    digest = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _configure_torch(threads: int | None) -> None:
+    import torch
+
+    n = threads or get_settings().torch_threads
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _resolve_device(device: str | None) -> str:
+    device = device or get_settings().device
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _symbols(numbers: Iterable[int]) -> frozenset[str]:
+    from pymatgen.core.periodic_table import Element
+
+    return frozenset(Element.from_Z(int(z)).symbol for z in numbers)
+
+
+# ---- loaders -----------------------------------------------------------------------------------
+
+
+def _load_chgnet(version: str | None, path: Path | None, device: str, dtype: str) -> LoadedModel:
+    import chgnet
+    from chgnet.model import CHGNet
+
+    if path is not None:
+        model = CHGNet.from_file(str(path), verbose=False)
+        weights = path
+        name = f"CHGNet-{path.stem.split('.')[0]}"
+        version = getattr(model, "version", None) or path.stem
+    else:
+        version = version or "0.3.0"
+        if version not in CHGNET_VERSIONS:
+            raise ModelError(
+                f"unknown CHGNet version {version!r}; bundled: {', '.join(sorted(CHGNET_VERSIONS))}"
+            )
+        model = CHGNet.load(model_name=version, use_device=device, verbose=False)
+        weights = next((Path(chgnet.__file__).parent / "pretrained" / version).glob("*.pth.tar"))
+        name = f"CHGNet-{version}"
+    model = model.to(device)
+    if dtype == "float64":
+        model = model.double()
+    model.eval()
+    # CHGNet's embedding covers atomic numbers 1-94.
+    n_elements = model.atom_embedding.embedding.num_embeddings
+    return LoadedModel(
+        name=name,
+        family="chgnet",
+        model=model,
+        elements=_symbols(range(1, n_elements + 1)),
+        device=device,
+        dtype=dtype,
+        version=str(version),
+        path=str(weights),
+        weights_sha256=sha256_of(weights),
+    )
+
+
+def _find_matgl_folder(spec: str) -> Path | None:
+    p = Path(spec).expanduser()
+    if (p / "model.json").is_file():
+        return p
+    models_dir = get_settings().models_dir
+    if models_dir is not None and (Path(models_dir) / spec / "model.json").is_file():
+        return Path(models_dir) / spec
+    return None
+
+
+def _load_matgl(spec: str, device: str, dtype: str) -> LoadedModel:
+    folder = _find_matgl_folder(spec)
+    if folder is None:
+        if spec.lower() == "m3gnet":
+            spec = "M3GNet-MP-2021.2.8-PES"
+            folder = _find_matgl_folder(spec)
+    if folder is None:
+        _require_network(spec, hint="a local matgl model folder (with model.json)")
+    import matgl
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "0" if folder is None else "1")
+    try:
+        potential = matgl.load_model(str(folder or spec))
+    except Exception as exc:  # matgl raises many kinds for a bad folder
+        raise ModelError(f"cannot load matgl model {spec!r}: {exc}") from exc
+    if dtype == "float64":
+        potential = potential.double()
+    potential = potential.to(device).eval()
+    name = folder.name if folder is not None else spec
+    element_types = getattr(potential.model, "element_types", None) or ()
+    files = sorted(folder.glob("*.pt")) if folder is not None else []
+    return LoadedModel(
+        name=name,
+        family="m3gnet",
+        model=potential,
+        elements=frozenset(element_types),
+        device=device,
+        dtype=dtype,
+        version=name,
+        path=str(folder) if folder is not None else None,
+        weights_sha256=sha256_of(files) if files else None,
+        extra={"architecture": type(potential.model).__name__},
+    )
+
+
+def load_mace_module(path: Path, device: str):
+    """Load a whole pickled MACE model file (how MACE-MP-0 and mace's trainer save models).
+
+    torch >= 2.6 defaults to ``weights_only=True``, which refuses pickled modules; mace's own
+    calculator does not pass ``weights_only``. A model file is code the user chose to run, so it is
+    loaded with ``weights_only=False``, as mace's documentation assumes.
+    """
+    import torch
+
+    return torch.load(str(path), map_location=device, weights_only=False)
+
+
+def _load_mace(spec: str, path: Path | None, device: str, dtype: str) -> LoadedModel:
+    if path is None:
+        _require_network(spec, hint="a local MACE .model file")
+        from mace.calculators import mace_mp
+
+        size = spec.lower().removeprefix("mace-mp-0").strip("-") or "medium"
+        calc = mace_mp(model=size, device=device, default_dtype=dtype)
+        module = calc.models[0]
+        name, weights = f"MACE-MP-0-{size}", None
+    else:
+        module = load_mace_module(path, device)
+        name, weights = f"MACE-{path.stem}", path
+    module = module.double() if dtype == "float64" else module.float()
+    module = module.to(device).eval()
+    z_table = getattr(module, "atomic_numbers", None)
+    elements = _symbols(z_table.tolist()) if z_table is not None else frozenset()
+    return LoadedModel(
+        name=name,
+        family="mace",
+        model=module,
+        elements=elements,
+        device=device,
+        dtype=dtype,
+        version=path.stem if path is not None else spec,
+        path=str(path) if path is not None else None,
+        weights_sha256=sha256_of(weights) if weights is not None else None,
+    )
+
+
+def _require_network(spec: str, hint: str, timeout: float = 3.0) -> None:
+    """Fail fast, with a helpful message, when a named model needs a download and there's no network.
+
+    Hub clients retry for minutes without network; one short TCP connection decides instead.
+    """
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        reachable = False
+    else:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            reachable = True
+        except OSError:
+            reachable = False
+    if not reachable:
+        raise ModelError(
+            f"model {spec!r} needs a download and there is no network; pass {hint} instead "
+            f"(e.g. --model /path/to/weights)"
+        )
+
+
+def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
+    """(family, version, local path) of a spec."""
+    s = spec.strip()
+    p = Path(s).expanduser()
+    low = s.lower()
+    if p.exists():
+        if p.is_dir():
+            if (p / "model.json").is_file():
+                return "m3gnet", None, p
+            raise ModelError(f"model folder {s!r} holds no model.json (not a matgl model)")
+        if low.endswith((".pth.tar", ".pth")):
+            return "chgnet", None, p
+        if low.endswith(".model") or low.endswith(".pt"):
+            return "mace", None, p
+        raise ModelError(f"cannot tell the model type of {s!r} (.pth.tar, .model or a matgl folder)")
+    if low == "chgnet" or low.startswith("chgnet-") or low.startswith("chgnet_"):
+        version = low[7:] or None
+        return "chgnet", version, None
+    if low.startswith("mace"):
+        return "mace", None, None
+    if low.startswith(("m3gnet", "tensornet", "chgnet-matpes")) or "-pes" in low:
+        return "m3gnet", None, None
+    if any(ch in s for ch in "/\\") or low.endswith((".model", ".pth.tar", ".pt")):
+        raise ModelError(f"model file {s!r} does not exist")
+    raise ModelError(f"unknown model {s!r}; try chgnet, m3gnet, mace-mp-0 or a path to weights")
+
+
+@lru_cache(maxsize=8)
+def _load_cached(spec: str, device: str, dtype: str) -> LoadedModel:
+    family, version, path = _parse_spec(spec)
+    if family == "chgnet":
+        return _load_chgnet(version, path, device, dtype)
+    if family == "m3gnet":
+        return _load_matgl(str(path) if path else spec, device, dtype)
+    return _load_mace(spec, path, device, dtype)
+
+
+def load_model(
+    spec: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+) -> LoadedModel:
+    """Load (once per process) the uMLIP named by ``spec``.
+
+    Parameters
+    ----------
+    spec
+        Model name or local path (see the module docstring).
+    device
+        ``cpu``, ``cuda`` or ``auto``; default from settings.
+    dtype
+        ``float32`` or ``float64``; default from settings.
+    threads
+        Torch intra-op threads; default from settings (1).
+
+    Raises
+    ------
+    ModelError
+        Unknown name, missing file, or a download without network.
+    """
+    _configure_torch(threads)
+    device = _resolve_device(device)
+    dtype = dtype or get_settings().dtype
+    with _LOCK:
+        return _load_cached(spec, device, dtype)
+
+
+def canonical_name(spec: str) -> str:
+    """The canonical name of a spec (loads the model; cached)."""
+    return load_model(spec).name

@@ -1,0 +1,92 @@
+"""Package settings: environment variables with the ``SOFTENING_`` prefix, or a YAML file.
+
+Precedence (highest first): keyword arguments, ``SOFTENING_*`` environment variables, the YAML file
+named by ``SOFTENING_CONFIG`` (default ``~/.softening.yaml`` when it exists), the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = Path("~/.softening.yaml").expanduser()
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads settings from the YAML file named by ``SOFTENING_CONFIG`` (or the default file)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - required by the ABC
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("SOFTENING_CONFIG", DEFAULT_CONFIG_FILE)).expanduser()
+        if not path.is_file():
+            return {}
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"settings file {path} must hold a mapping, not {type(data).__name__}")
+        # Accept both `store: x` and `SOFTENING_STORE: x` spellings.
+        return {k.lower().removeprefix("softening_"): v for k, v in data.items()}
+
+
+class SofteningSettings(BaseSettings):
+    """Settings of the ``softening`` package.
+
+    Every field can be set as ``SOFTENING_<FIELD>`` in the environment or as ``<field>:`` in the YAML
+    settings file.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SOFTENING_", extra="ignore")
+
+    store: str = Field(
+        "./softening-db",
+        description="Result store: a folder for the embedded MontyDB (sqlite) store.",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Folder searched for local model weights by name (e.g. ../shared/models).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device for uMLIPs; auto = cuda when available."
+    )
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="Floating-point precision of uMLIP evaluation."
+    )
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        description="Torch intra-op threads; 1 was 5-10x faster than 2 on small shared CPUs.",
+    )
+    batch_memory_gb: float = Field(
+        4.0, gt=0, description="Memory budget of one uMLIP evaluation batch, in GB."
+    )
+    md_model: str = Field("chgnet", description="uMLIP that drives the MD sampling.")
+    models: list[str] = Field(
+        default_factory=lambda: ["chgnet"], description="uMLIPs evaluated against the reference."
+    )
+    reference: str = Field("gpaw", description="Reference calculator: gpaw, emt, or vasp.")
+    seed: int = Field(0, description="Seed of MD velocities, frame selection and bootstraps.")
+    n_bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples of the scale CI.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls,
+        init_settings,
+        env_settings,
+        dotenv_settings,
+        file_secret_settings,
+    ):
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> SofteningSettings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env)."""
+    return SofteningSettings()

@@ -1,0 +1,127 @@
+"""The softening flow: sample -> select -> pair (reference + uMLIP) -> compare."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from jobflow import Flow, Maker
+from pymatgen.core import Structure
+
+from softening.makers.compare import compare_job
+from softening.makers.md import MDSamplingMaker
+from softening.makers.reference import ReferenceStaticMaker
+from softening.makers.select import FrameSelectionMaker
+from softening.makers.umlip import UMLIPStaticMaker
+from softening.stores.documents import FrameResult, FrameSpec
+
+
+@dataclass
+class SofteningFlowMaker(Maker):
+    """Measure the softening of uMLIPs on materials, from MD sampling to the softening scale.
+
+    Per material: one MD job, one selection job, one reference job per frame, one uMLIP job per
+    model (all frames, model loaded once) and one comparison job per model. Rerunning the same
+    flow into the same store reuses finished MD and reference results (content keys).
+
+    Attributes
+    ----------
+    name
+        Flow name.
+    md_maker, select_maker, reference_maker, umlip_maker
+        The makers of each role.
+    models
+        uMLIP specs to evaluate; each gets a copy of ``umlip_maker`` with its ``model`` set.
+    n_bootstrap, seed
+        Bootstrap resamples and seed of the scale's confidence interval.
+    """
+
+    name: str = "softening"
+    md_maker: MDSamplingMaker = field(default_factory=MDSamplingMaker)
+    select_maker: FrameSelectionMaker = field(default_factory=FrameSelectionMaker)
+    reference_maker: ReferenceStaticMaker = field(default_factory=ReferenceStaticMaker)
+    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+    def make(self, structures: list[Structure], material_ids: list[str] | None = None) -> Flow:
+        """The flow for ``structures`` (material ids default to reduced formulas)."""
+        if isinstance(structures, Structure):
+            structures = [structures]
+        ids = material_ids or _default_ids(structures)
+        subflows = [self.make_material(s, mid) for s, mid in zip(structures, ids, strict=True)]
+        outputs = [doc for sub in subflows for doc in sub.output]
+        return Flow(subflows, output=outputs, name=self.name)
+
+    def make_material(self, structure: Structure, material_id: str) -> Flow:
+        """The sub-flow of one material; its output is one SofteningDoc per model."""
+        md = self.md_maker.make(structure, material_id=material_id)
+        md.name = f"{self.md_maker.name} {material_id}"
+        select = self.select_maker.make(md.output)
+        select.name = f"{self.select_maker.name} {material_id}"
+        jobs = [md, select]
+        references = []
+        for i in range(self.select_maker.n_frames):
+            ref = self.reference_maker.make(select.output.frames[i])
+            ref.name = f"{self.reference_maker.name} {material_id} {i}"
+            jobs.append(ref)
+            references.append(ref.output)
+        frame_ids = [str(i) for i in range(self.select_maker.n_frames)]
+        docs = []
+        for model in self.models:
+            umlip = replace(self.umlip_maker, model=model).make(select.output.frames)
+            umlip.name = f"{self.umlip_maker.name} {material_id} {model}"
+            compare = compare_job(
+                references, umlip.output, material_id, self.n_bootstrap, self.seed, frame_ids
+            )
+            compare.name = f"compare {material_id} {model}"
+            jobs += [umlip, compare]
+            docs.append(compare.output)
+        return Flow(jobs, output=docs, name=f"{self.name} {material_id}")
+
+
+@dataclass
+class EvaluateFlowMaker(Maker):
+    """Evaluate uMLIPs on frames that already carry reference labels (a DFT dataset).
+
+    One uMLIP job per model over all frames, then one comparison per material and model.
+    """
+
+    name: str = "evaluate"
+    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+    def make(self, frames: list[FrameSpec], references: list[FrameResult]) -> Flow:
+        """The flow; ``frames[i]`` and ``references[i]`` describe the same frame."""
+        materials = sorted({f.material_id for f in frames})
+        jobs, docs = [], []
+        for model in self.models:
+            umlip = replace(self.umlip_maker, model=model).make(frames)
+            umlip.name = f"{self.umlip_maker.name} {model}"
+            jobs.append(umlip)
+            for mid in materials:
+                refs = [r for r in references if r.material_id == mid]
+                compare = compare_job(refs, umlip.output, mid, self.n_bootstrap, self.seed)
+                compare.name = f"compare {mid} {model}"
+                jobs.append(compare)
+                docs.append(compare.output)
+            if len(materials) > 1:
+                # Pooled: one slope over all components of all frames, never a mean of slopes.
+                pooled = compare_job(references, umlip.output, None, self.n_bootstrap, self.seed)
+                pooled.name = f"compare pooled {model}"
+                jobs.append(pooled)
+                docs.append(pooled.output)
+        return Flow(jobs, output=docs, name=self.name)
+
+
+def _default_ids(structures: list[Structure]) -> list[str]:
+    """Reduced formulas, made unique with a suffix when two structures share one."""
+    seen: dict[str, int] = {}
+    ids = []
+    for s in structures:
+        f = s.composition.reduced_formula
+        seen[f] = seen.get(f, 0) + 1
+        ids.append(f if seen[f] == 1 else f"{f}-{seen[f]}")
+    return ids

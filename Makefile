@@ -14,7 +14,7 @@ setup:
 # The demo: Si and MgO 8-atom cells, a short 1000 K CHGNet MD, 10 frames each, GPAW references.
 # k-spacing 0.5/Å keeps it to minutes on 2 cores; production uses the default 0.25/Å.
 demo: setup
-	$(BIN)/softening run examples/Si.cif examples/MgO.cif --steps 400 --stride 4 --frames 10 \
+	$(BIN)/softening run examples/Si.cif examples/MgO.cif --steps 1000 --stride 5 --frames 10 \
 		--kspacing 0.5 --store demo-db --out demo-results
 
 test: setup

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from softening.errors import InputError, SofteningError
 
-console = Console(stderr=True)
-out_console = Console()
+# Piped output (CI logs, `| less`) gets 120 columns instead of rich's 80 so that tables stay readable.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+out_console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 class _App(typer.Typer):
@@ -42,11 +43,15 @@ app = _App(
 # ---- shared options (defined once) ---------------------------------------------------------------
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="Result store folder (embedded MontyDB). [default: ./softening-db]"),
+    typer.Option(
+        "--store", help="Result store folder (embedded MontyDB). [default: ./softening-db]"
+    ),
 ]
 ModelOpt = Annotated[
     list[str] | None,
-    typer.Option("--model", "-m", help="uMLIP name or weights path; repeat for several. [default: chgnet]"),
+    typer.Option(
+        "--model", "-m", help="uMLIP name or weights path; repeat for several. [default: chgnet]"
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of MD, frame choice and bootstrap.")]
@@ -91,8 +96,11 @@ def _run_flow(flow, store) -> tuple[dict, list[str]]:
     from jobflow import run_locally
 
     collector = next(
-        (h for h in logging.getLogger("jobflow.managers.local").handlers
-         if isinstance(h, _FailureCollector)),
+        (
+            h
+            for h in logging.getLogger("jobflow.managers.local").handlers
+            if isinstance(h, _FailureCollector)
+        ),
         None,
     )
     responses = run_locally(flow, store=store, log=False, ensure_success=False)
@@ -127,14 +135,23 @@ def _check_models(models: list[str], elements: set[str]) -> list[Any]:
 
 def _scale_table(docs, title: str) -> Table:
     table = Table(title=title)
-    for col in ("material", "model", "scale", "95% CI", "MAE eV/Å", "cMAE eV/Å", "frames", "missing"):
+    for col in (
+        "material",
+        "model",
+        "scale",
+        "95% CI",
+        "MAE eV/Å",
+        "cMAE eV/Å",
+        "frames",
+        "missing",
+    ):
         table.add_column(col, justify="right" if col not in ("material", "model") else "left")
     for d in docs:
         table.add_row(
             d.material_id,
             d.model.name,
             f"{d.scale:.3f}",
-            f"[{d.scale_ci[0]:.3f}, {d.scale_ci[1]:.3f}]",
+            f"{d.scale_ci[0]:.3f}-{d.scale_ci[1]:.3f}",
             f"{d.mae:.3f}",
             f"{d.cmae:.3f}",
             str(d.n_frames),
@@ -190,11 +207,11 @@ def run(
     timestep: Annotated[float, typer.Option(help="MD time step, fs.")] = 2.0,
     stride: Annotated[int, typer.Option(help="Steps between stored MD frames.")] = 10,
     frames: Annotated[int, typer.Option(help="Frames labelled per material.")] = 10,
-    strained: Annotated[
-        int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")
-    ] = 2,
+    strained: Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")] = 2,
     ecut: Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")] = 500.0,
-    kspacing: Annotated[float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")] = 0.25,
+    kspacing: Annotated[
+        float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")
+    ] = 0.25,
     seed: SeedOpt = 0,
     store: StoreOpt = None,
     out: Annotated[Path, typer.Option(help="Folder for the JSON summary and plots.")] = Path(
@@ -226,8 +243,12 @@ def run(
     _check_models([md_model, *models], elements)
     fm = SofteningFlowMaker(
         md_maker=MDSamplingMaker(
-            model=md_model, temperature=temperature, steps=steps, timestep=timestep,
-            stride=stride, seed=seed,
+            model=md_model,
+            temperature=temperature,
+            steps=steps,
+            timestep=timestep,
+            stride=stride,
+            seed=seed,
         ),
         select_maker=FrameSelectionMaker(
             n_frames=frames, n_strained_plus=strained, n_strained_minus=strained, seed=seed
@@ -255,7 +276,9 @@ def run(
         print(json.dumps(summary))
     else:
         out_console.print(_scale_table(docs, "Softening scale (s < 1: softened)"))
-        console.print(f"summary: {out / 'summary.json'}" + (f", parity plot: {parity}" if parity else ""))
+        console.print(
+            f"summary: {out / 'summary.json'}" + (f", parity plot: {parity}" if parity else "")
+        )
     if failures:
         for f in failures:
             console.print(f"[yellow]failed:[/] {f}", highlight=False)
@@ -266,11 +289,15 @@ def run(
 
 @app.command()
 def evaluate(
-    datasets: Annotated[list[Path], typer.Argument(help="Labelled frames: extxyz, WBM/mlearn JSON, vasprun.")],
+    datasets: Annotated[
+        list[Path], typer.Argument(help="Labelled frames: extxyz, WBM/mlearn JSON, vasprun.")
+    ],
     model: ModelOpt = None,
     store: StoreOpt = None,
     seed: SeedOpt = 0,
-    out: Annotated[Path | None, typer.Option(help="Folder for the scale-distribution plot.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the scale-distribution plot.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Softening of uMLIPs on existing DFT-labelled frames (no MD, no new DFT)."""
@@ -290,14 +317,22 @@ def evaluate(
     specs, refs = [], []
     for f in frames:
         mid = f.material_key
-        spec = FrameSpec(frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure)
+        spec = FrameSpec(
+            frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure
+        )
         specs.append(spec)
         refs.append(
             FrameResult(
-                frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure,
-                energy=f.energy, forces=f.forces.tolist(),
+                frame_id=f.frame_id,
+                material_id=mid,
+                formula=f.formula,
+                structure=f.structure,
+                energy=f.energy,
+                forces=f.forces.tolist(),
                 stress=f.stress.tolist() if f.stress is not None else None,
-                code=CodeInfo(name=str(f.metadata.get("code", "dataset")), settings={"source": f.source}),
+                code=CodeInfo(
+                    name=str(f.metadata.get("code", "dataset")), settings={"source": f.source}
+                ),
                 flags=list(f.flags),
             )
         )
@@ -312,7 +347,9 @@ def evaluate(
     for m in loaded:
         mine = [d for d in docs if d.model.name == m.name]
         mats = [d for d in mine if d.material_id != "pooled"]
-        pooled = next((d for d in mine if d.material_id == "pooled"), mats[0] if len(mats) == 1 else None)
+        pooled = next(
+            (d for d in mine if d.material_id == "pooled"), mats[0] if len(mats) == 1 else None
+        )
         result["models"][m.name] = {
             "pooled": {
                 "scale": pooled.scale,
@@ -330,7 +367,9 @@ def evaluate(
         from softening.analysis.plots import scale_distribution_plot
 
         out.mkdir(parents=True, exist_ok=True)
-        scales = {name: [x["scale"] for x in v["materials"]] for name, v in result["models"].items()}
+        scales = {
+            name: [x["scale"] for x in v["materials"]] for name, v in result["models"].items()
+        }
         result["plot"] = str(scale_distribution_plot(scales, out / "scale_distribution.png"))
         _parity([d for d in docs if d.material_id == "pooled"] or docs, out / "parity.png")
     if as_json:

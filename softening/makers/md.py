@@ -86,8 +86,18 @@ class MDSamplingMaker(Maker):
 
     def settings(self) -> dict:
         """Settings that determine the trajectory (part of the content key)."""
-        keys = ("model", "temperature", "timestep", "steps", "equilibration_fraction", "stride",
-                "thermostat", "friction", "taut", "seed")
+        keys = (
+            "model",
+            "temperature",
+            "timestep",
+            "steps",
+            "equilibration_fraction",
+            "stride",
+            "thermostat",
+            "friction",
+            "taut",
+            "seed",
+        )
         return {k: getattr(self, k) for k in keys}
 
     @job(data=["trajectory"], config=JobConfig(expose_store=True))
@@ -133,7 +143,10 @@ def _dynamics(atoms, maker: MDSamplingMaker):
     dt = maker.timestep * units.fs
     if maker.thermostat == "langevin":
         return Langevin(
-            atoms, dt, temperature_K=maker.temperature, friction=maker.friction / units.fs,
+            atoms,
+            dt,
+            temperature_K=maker.temperature,
+            friction=maker.friction / units.fs,
             rng=np.random.default_rng(maker.seed),
         )
     if maker.thermostat == "nose-hoover":
@@ -196,7 +209,10 @@ def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajec
                 out.temperatures.append(float(atoms.get_temperature()))
         if step % report_every == 0:
             logger.info(
-                "MD %s: step %d/%d, T = %.0f K", structure.formula, step, maker.steps,
+                "MD %s: step %d/%d, T = %.0f K",
+                structure.formula,
+                step,
+                maker.steps,
                 atoms.get_temperature(),
             )
 

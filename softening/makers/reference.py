@@ -83,6 +83,8 @@ class ReferenceStaticMaker(Maker):
         Fermi-Dirac width, eV (GPAW).
     hubbard
         ``mp`` for MP's U values, ``none`` for plain PBE (GPAW).
+    force_convergence
+        SCF stops only when forces change by less than this between iterations, eV/Å (GPAW).
     compute_stress
         Also compute the stress tensor.
     calculator_kwargs
@@ -95,6 +97,7 @@ class ReferenceStaticMaker(Maker):
     kspacing: float = 0.25
     smearing: float = 0.05
     hubbard: str = "mp"
+    force_convergence: float = 1e-3
     compute_stress: bool = True
     calculator_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +111,7 @@ class ReferenceStaticMaker(Maker):
                 "kspacing": self.kspacing,
                 "smearing": self.smearing,
                 "hubbard": self.hubbard,
+                "force_convergence": self.force_convergence,
             }
             if structure is not None:
                 elements = {el.symbol for el in structure.composition}
@@ -136,8 +140,11 @@ class ReferenceStaticMaker(Maker):
         calc, version = self.get_calculator(structure)
         result = single_point(structure, calc, self.compute_stress)
         logger.info(
-            "reference %s of frame %s/%s: %.1f s", self.calculator, frame.material_id,
-            frame.frame_id, time.perf_counter() - t0,
+            "reference %s of frame %s/%s: %.1f s",
+            self.calculator,
+            frame.material_id,
+            frame.frame_id,
+            time.perf_counter() - t0,
         )
         return FrameResult(
             frame_id=frame.frame_id,
@@ -189,10 +196,16 @@ class ReferenceStaticMaker(Maker):
         kwargs: dict[str, Any] = {
             "mode": PW(self.ecut),
             "xc": "PBE",
-            "kpts": {"size": mp_kpoint_mesh(structure.lattice.matrix, self.kspacing), "gamma": True},
+            "kpts": {
+                "size": mp_kpoint_mesh(structure.lattice.matrix, self.kspacing),
+                "gamma": True,
+            },
             "occupations": FermiDirac(self.smearing),
             "txt": None,
             "parallel": {"domain": 1, "band": 1},
+            # GPAW's default energy criterion (5e-4 eV/electron) leaves forces noisy at the 0.05 eV/Å
+            # level; this is tighter than MP's EDIFF 1e-5 eV per cell for cells of ~10 atoms.
+            "convergence": {"energy": 1e-6, "density": 1e-5, "forces": self.force_convergence},
         }
         if self.hubbard == "mp":
             u = mp_hubbard_u(elements)
@@ -205,7 +218,7 @@ class ReferenceStaticMaker(Maker):
 
 
 def single_point(structure: Structure, calc, compute_stress: bool = True) -> dict[str, Any]:
-    """Energy (eV), forces (eV/Å) and optionally stress (eV/Å^3, ASE sign) of one structure."""
+    """Free energy (eV), forces (eV/Å) and optionally stress (eV/Å^3, ASE sign) of one structure."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     atoms = AseAtomsAdaptor.get_atoms(structure)
@@ -213,11 +226,19 @@ def single_point(structure: Structure, calc, compute_stress: bool = True) -> dic
     if magmoms is not None and type(calc).__name__ == "GPAW":
         atoms.set_initial_magnetic_moments(magmoms)
     atoms.calc = calc
-    energy = float(atoms.get_potential_energy())
+    # The free energy (force-consistent) is the one the forces are derivatives of with smearing;
+    # GPAW's default return value is extrapolated to zero width. The vasprun reader takes VASP's
+    # free energy (TOTEN) for the same reason.
+    try:
+        energy = float(atoms.get_potential_energy(force_consistent=True))
+    except Exception:  # calculators without a free energy
+        energy = float(atoms.get_potential_energy())
     forces = np.asarray(atoms.get_forces(), dtype=float)
     stress = np.asarray(atoms.get_stress(voigt=False), dtype=float) if compute_stress else None
     if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
-        raise SofteningError(f"reference calculation of {structure.formula} gave non-finite results")
+        raise SofteningError(
+            f"reference calculation of {structure.formula} gave non-finite results"
+        )
     return {
         "energy": energy,
         "forces": forces.tolist(),

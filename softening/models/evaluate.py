@@ -25,7 +25,9 @@ class Prediction:
     stress: np.ndarray | None
 
 
-def plan_batches(n_atoms: Sequence[int], family: str, memory_gb: float | None = None) -> list[list[int]]:
+def plan_batches(
+    n_atoms: Sequence[int], family: str, memory_gb: float | None = None
+) -> list[list[int]]:
     """Group frame indices into batches whose estimated memory stays within the budget.
 
     Frames keep their order; a frame larger than the budget on its own gets a batch of its own.

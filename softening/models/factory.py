@@ -16,7 +16,10 @@ Heavy imports (torch, chgnet, matgl, mace) happen inside the loaders, so importi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -31,6 +34,7 @@ from softening.stores.documents import ModelInfo
 
 CHGNET_VERSIONS = {"0.3.0", "0.2.0", "r2scan"}
 _LOCK = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +83,10 @@ class LoadedModel:
 
     def calculator(self):
         """A fresh ASE calculator around the (shared, already loaded) model."""
+        with _quiet():
+            return self._calculator()
+
+    def _calculator(self):
         if self.family == "chgnet":
             from chgnet.model.dynamics import CHGNetCalculator
 
@@ -92,6 +100,16 @@ class LoadedModel:
 
             return MACECalculator(models=self.model, device=self.device, default_dtype=self.dtype)
         raise ModelError(f"no calculator for model family {self.family!r}")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Model libraries print banners on stdout; keep stdout clean for --json (logged at debug)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        yield
+    if buf.getvalue().strip():
+        logger.debug(buf.getvalue().strip())
 
 
 def sha256_of(paths: str | Path | Iterable[str | Path]) -> str:
@@ -291,7 +309,9 @@ def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
             return "chgnet", None, p
         if low.endswith(".model") or low.endswith(".pt"):
             return "mace", None, p
-        raise ModelError(f"cannot tell the model type of {s!r} (.pth.tar, .model or a matgl folder)")
+        raise ModelError(
+            f"cannot tell the model type of {s!r} (.pth.tar, .model or a matgl folder)"
+        )
     if low == "chgnet" or low.startswith("chgnet-") or low.startswith("chgnet_"):
         version = low[7:] or None
         return "chgnet", version, None
@@ -341,7 +361,8 @@ def load_model(
     _configure_torch(threads)
     device = _resolve_device(device)
     dtype = dtype or get_settings().dtype
-    with _LOCK:
+    # Model libraries print banners on stdout; keep stdout clean for --json output.
+    with _LOCK, _quiet():
         return _load_cached(spec, device, dtype)
 
 

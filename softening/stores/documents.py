@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from pymatgen.core import Structure
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def content_key(structure: Structure, code: str, settings: dict[str, Any]) -> str:
@@ -61,7 +61,9 @@ class FrameSpec(BaseModel):
     formula: str = Field(description="Reduced formula.")
     structure: Structure = Field(description="The configuration (positions in Å).")
     md_step: int | None = Field(None, description="MD step the frame was taken from.")
-    strain: float = Field(0.0, description="Isotropic strain applied after MD (fraction, 0.03 = 3 %).")
+    strain: float = Field(
+        0.0, description="Isotropic strain applied after MD (fraction, 0.03 = 3 %)."
+    )
     energy_per_atom_md: float | None = Field(
         None, description="Potential energy per atom of the MD model at this frame, eV/atom."
     )
@@ -101,9 +103,13 @@ class UMLIPResults(BaseModel):
 class SofteningDoc(BaseModel):
     """The softening of one uMLIP on one material (or a pooled set), against a reference."""
 
-    material_id: str = Field(description="Material identifier (or reduced formula); 'pooled' for all.")
+    material_id: str = Field(
+        description="Material identifier (or reduced formula); 'pooled' for all."
+    )
     formula: str = Field(description="Reduced formula ('' for pooled results).")
-    chemsys: str = Field(description="Chemical system, elements joined by '-' in alphabetical order.")
+    chemsys: str = Field(
+        description="Chemical system, elements joined by '-' in alphabetical order."
+    )
     elements: list[str] = Field(description="Elements present, alphabetical.")
     model: ModelInfo = Field(description="uMLIP name, family, version and weights SHA-256.")
     reference: CodeInfo = Field(description="Reference code, version and settings.")

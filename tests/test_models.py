@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, MODELS, needs
 from pymatgen.core import Lattice, Structure
 
 from softening.errors import ModelError
@@ -66,3 +72,149 @@ def test_plan_batches_respects_budget():
     # 0.8 GB per 64 atoms: two 64-atom frames fit in 1.7 GB, a third does not.
     assert batches == [[0, 1], [2, 3]]
     assert plan_batches([500], "chgnet", memory_gb=0.1) == [[0]]
+    # On a CPU, large batches are slower: capped at CPU_MAX_BATCH_ATOMS whatever the budget.
+    assert plan_batches([64, 64, 8, 8], "chgnet", memory_gb=100, device="cpu") == [[0], [1, 2, 3]]
+
+
+# ---- every family from a local path ---------------------------------------------------------------
+
+M3GNET_DIR = MODELS / "M3GNet-MP-2021.2.8-PES"
+
+
+@pytest.fixture(scope="session")
+def tiny_mace(tmp_path_factory) -> Path:
+    """A tiny MACE model trained in seconds with mace's own training entry point on mlearn Si.
+
+    MACE-MP-0 weights cannot be downloaded here; the tiny model is saved the same way (a whole
+    pickled module) and loads through the same path a user's MACE-MP-0 file takes.
+    """
+    from ase.io import write
+
+    from softening.datasets import read_frames
+
+    src = DATA / "mlearn" / "Si" / "training.json"
+    if not src.exists():
+        pytest.skip(f"{src} is absent")
+    work = tmp_path_factory.mktemp("mace")
+    frames = read_frames(src)[:20]
+    atoms = []
+    for f in frames:
+        a = f.structure.to_ase_atoms()
+        a.info["REF_energy"] = f.energy
+        a.arrays["REF_forces"] = f.forces
+        atoms.append(a)
+    write(work / "train.extxyz", atoms[:16])
+    write(work / "valid.extxyz", atoms[16:])
+    args = (
+        "--name tiny --train_file train.extxyz --valid_file valid.extxyz --energy_key REF_energy "
+        "--forces_key REF_forces --model MACE --num_interactions 2 --num_channels 8 --max_L 0 "
+        "--r_max 4.0 --max_ell 1 --correlation 2 --num_radial_basis 4 --E0s average "
+        "--batch_size 4 --valid_batch_size 4 --max_num_epochs 2 --device cpu "
+        "--default_dtype float64 --seed 0 --eval_interval 1"
+    ).split()
+    res = subprocess.run(
+        [sys.executable, "-m", "mace.cli.run_train", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return work / "tiny.model"
+
+
+def test_chgnet_from_checkpoint_path():
+    import chgnet
+
+    path = next((Path(chgnet.__file__).parent / "pretrained" / "0.3.0").glob("*.pth.tar"))
+    m = load_model(str(path))
+    assert m.family == "chgnet" and m.weights_sha256 == load_model("chgnet").weights_sha256
+
+
+@needs(M3GNET_DIR)
+def test_matgl_folder_and_name_via_models_dir(monkeypatch):
+    m = load_model(str(M3GNET_DIR))
+    assert m.name == "M3GNet-MP-2021.2.8-PES" and m.family == "matgl"
+    assert {"Si", "O", "Li"} <= m.elements and len(m.weights_sha256) == 64
+    monkeypatch.setenv("SOFTENING_MODELS_DIR", str(MODELS))
+    from softening.settings import get_settings
+
+    get_settings.cache_clear()
+    assert load_model("m3gnet").weights_sha256 == m.weights_sha256
+
+
+def test_matgl_hub_name_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError, match="local matgl model folder"):
+        load_model("M3GNet-MatPES-r2SCAN-v2025.1-PES")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_mace_whole_pickled_file_needs_weights_only_false(tiny_mace):
+    import torch
+
+    with pytest.raises(Exception, match="[Ww]eights"):
+        torch.load(tiny_mace, map_location="cpu", weights_only=True)  # torch 2.13's default
+    m = load_model(str(tiny_mace), dtype="float64")
+    # mace's import-time TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 does not leak into the process.
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    assert m.family == "mace" and m.elements == frozenset({"Si"})
+    with pytest.raises(ModelError, match="O"):
+        m.check_elements({"Si", "O"})
+
+
+def _agree(model, structures, tol_f: float, tol_e: float, memory_gb: float = 4.0) -> None:
+    preds = evaluate_structures(model, structures, memory_gb=memory_gb)
+    calc = model.calculator()
+    for s, p in zip(structures, preds, strict=True):
+        atoms = s.to_ase_atoms()
+        atoms.calc = calc
+        assert np.abs(atoms.get_forces() - p.forces).max() < tol_f
+        assert atoms.get_potential_energy() == pytest.approx(p.energy, abs=tol_e)
+        assert np.abs(atoms.get_stress(voigt=False) - p.stress).max() < 1e-6
+
+
+@needs(M3GNET_DIR)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_matgl_batched_equals_ase(dtype):
+    structures = [_rattled(seed=i) for i in range(3)] + [_rattled((1, 1, 2))]
+    # float64: 1e-5 eV/Å as promised; float32: same arithmetic in another order, ~1e-5 too.
+    _agree(load_model(str(M3GNET_DIR), dtype=dtype), structures, 1e-5, 1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mace_batched_equals_ase(tiny_mace, dtype):
+    structures = [_rattled(seed=i) for i in range(3)] + [_rattled((1, 1, 2))]
+    _agree(load_model(str(tiny_mace), dtype=dtype), structures, 1e-5, 1e-4)
+
+
+def test_mace_runs_md_and_evaluate(tiny_mace, tmp_path):
+    from softening.makers.md import MDSamplingMaker, run_md
+
+    m = load_model(str(tiny_mace), dtype="float64")
+    traj = run_md(_rattled(), m.calculator(), MDSamplingMaker(steps=10, stride=2, temperature=300))
+    assert len(traj.steps) == 4 and np.isfinite(traj.energies).all()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "softening.cli",
+            "evaluate",
+            str(DATA / "mlearn" / "Si" / "test.json"),
+            "--model",
+            str(tiny_mace),
+            "--model",
+            "chgnet",
+            "--json",
+            "--store",
+            str(tmp_path / "db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)["models"]
+    assert set(out) == {"MACE-tiny", "CHGNet-0.3.0"}
+    assert out["MACE-tiny"]["pooled"]["n_frames"] == out["CHGNet-0.3.0"]["pooled"]["n_frames"] > 0

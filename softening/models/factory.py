@@ -91,12 +91,12 @@ class LoadedModel:
             from chgnet.model.dynamics import CHGNetCalculator
 
             return CHGNetCalculator(model=self.model, use_device=self.device)
-        if self.family == "m3gnet":
+        if self.family == "matgl":
             from matgl.ext.ase import PESCalculator
 
-            return PESCalculator(self.model)
+            return PESCalculator(self.model, stress_unit="eV/A3")
         if self.family == "mace":
-            from mace.calculators import MACECalculator
+            MACECalculator = _import_mace().MACECalculator  # noqa: N806
 
             return MACECalculator(models=self.model, device=self.device, default_dtype=self.dtype)
         raise ModelError(f"no calculator for model family {self.family!r}")  # pragma: no cover
@@ -168,9 +168,11 @@ def _load_chgnet(version: str | None, path: Path | None, device: str, dtype: str
         model = CHGNet.load(model_name=version, use_device=device, verbose=False)
         weights = next((Path(chgnet.__file__).parent / "pretrained" / version).glob("*.pth.tar"))
         name = f"CHGNet-{version}"
-    model = model.to(device)
     if dtype == "float64":
-        model = model.double()
+        # CHGNet's graph converter and composition model hard-code float32 tensors
+        # (chgnet.model.model.TORCH_DTYPE); a float64 model fails inside CHGNet itself.
+        raise ModelError("CHGNet runs in float32 only; use --dtype float32 (the default)")
+    model = model.to(device)
     model.eval()
     # CHGNet's embedding covers atomic numbers 1-94.
     n_elements = model.atom_embedding.embedding.num_embeddings
@@ -220,7 +222,7 @@ def _load_matgl(spec: str, device: str, dtype: str) -> LoadedModel:
     files = sorted(folder.glob("*.pt")) if folder is not None else []
     return LoadedModel(
         name=name,
-        family="m3gnet",
+        family="matgl",
         model=potential,
         elements=frozenset(element_types),
         device=device,
@@ -244,7 +246,23 @@ def load_mace_module(path: Path, device: str):
     return torch.load(str(path), map_location=device, weights_only=False)
 
 
+def _import_mace():
+    """Import ``mace.calculators`` without keeping its process-wide side effect.
+
+    mace sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` on import, which silently turns off torch's
+    safe loading for every later ``torch.load`` in the process; this package passes
+    ``weights_only=False`` explicitly where a whole model is loaded, so the variable is restored.
+    """
+    before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    import mace.calculators
+
+    if before is None:
+        os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    return mace.calculators
+
+
 def _load_mace(spec: str, path: Path | None, device: str, dtype: str) -> LoadedModel:
+    _import_mace()
     if path is None:
         _require_network(spec, hint="a local MACE .model file")
         from mace.calculators import mace_mp
@@ -303,7 +321,7 @@ def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
     if p.exists():
         if p.is_dir():
             if (p / "model.json").is_file():
-                return "m3gnet", None, p
+                return "matgl", None, p
             raise ModelError(f"model folder {s!r} holds no model.json (not a matgl model)")
         if low.endswith((".pth.tar", ".pth")):
             return "chgnet", None, p
@@ -317,8 +335,8 @@ def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
         return "chgnet", version, None
     if low.startswith("mace"):
         return "mace", None, None
-    if low.startswith(("m3gnet", "tensornet", "chgnet-matpes")) or "-pes" in low:
-        return "m3gnet", None, None
+    if low.startswith(("m3gnet", "tensornet", "matgl")) or "-pes" in low:
+        return "matgl", None, None
     if any(ch in s for ch in "/\\") or low.endswith((".model", ".pth.tar", ".pt")):
         raise ModelError(f"model file {s!r} does not exist")
     raise ModelError(f"unknown model {s!r}; try chgnet, m3gnet, mace-mp-0 or a path to weights")
@@ -329,7 +347,7 @@ def _load_cached(spec: str, device: str, dtype: str) -> LoadedModel:
     family, version, path = _parse_spec(spec)
     if family == "chgnet":
         return _load_chgnet(version, path, device, dtype)
-    if family == "m3gnet":
+    if family == "matgl":
         return _load_matgl(str(path) if path else spec, device, dtype)
     return _load_mace(spec, path, device, dtype)
 

@@ -140,6 +140,7 @@ def worker(name: str, way: str, n: int, workdir: Path) -> dict:
         ffname, kwargs = ff[name]
         maker = ForceFieldStaticMaker(force_field_name=ffname, calculator_kwargs=kwargs)
         jobs = [maker.make(s) for s in structures]
+        os.chdir(workdir)  # atomate2's jobs write files into the working folder
         t0 = time.perf_counter()
         resp = run_locally(Flow(jobs), log=False, ensure_success=True)
         wall = time.perf_counter() - t0

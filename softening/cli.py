@@ -44,7 +44,10 @@ app = _App(
 StoreOpt = Annotated[
     str | None,
     typer.Option(
-        "--store", help="Result store folder (embedded MontyDB). [default: ./softening-db]"
+        "--store",
+        help="Result store: a folder (embedded MontyDB), a mongodb:// or mongodb+srv:// URI, "
+        "'mongodb' (SOFTENING_MONGO_* settings), or a .yaml jobflow store config. "
+        "[default: ./softening-db]",
     ),
 ]
 ModelOpt = Annotated[
@@ -55,6 +58,14 @@ ModelOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of MD, frame choice and bootstrap.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse VASP references whose settings differ from the models' training data "
+        "(MP PBE/PBE+U) instead of flagging them.",
+    ),
+]
 
 
 class _FailureCollector(logging.Handler):
@@ -92,7 +103,7 @@ def _setup_logging(quiet: bool) -> _FailureCollector:
     return collector
 
 
-def _run_flow(flow, store) -> tuple[dict, list[str]]:
+def _run_flow(flow, store, **run_kwargs) -> tuple[dict, list[str]]:
     from jobflow import run_locally
 
     collector = next(
@@ -103,7 +114,7 @@ def _run_flow(flow, store) -> tuple[dict, list[str]]:
         ),
         None,
     )
-    responses = run_locally(flow, store=store, log=False, ensure_success=False)
+    responses = run_locally(flow, store=store, log=False, ensure_success=False, **run_kwargs)
     return responses, (collector.failures if collector else [])
 
 
@@ -200,7 +211,8 @@ def run(
     md_model: Annotated[str, typer.Option(help="uMLIP that drives the MD.")] = "chgnet",
     model: ModelOpt = None,
     reference: Annotated[
-        str, typer.Option(help="Reference: gpaw, emt, or module:Class of an ASE calculator.")
+        str,
+        typer.Option(help="Reference: gpaw, emt, vasp (atomate2 + custodian), or module:Class."),
     ] = "gpaw",
     temperature: Annotated[float, typer.Option(help="MD temperature, K.")] = 1000.0,
     steps: Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps).")] = 10_000,
@@ -218,6 +230,13 @@ def run(
         "softening-results"
     ),
     as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+    finetune: Annotated[
+        str | None,
+        typer.Option(help="Also correct each model (scale, head or full) on --train-frames "
+                     "frames per material and verify on the others."),
+    ] = None,
+    train_frames: Annotated[int, typer.Option(help="Frames per material to correct on.")] = 1,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     import importlib.util
@@ -229,7 +248,10 @@ def run(
         ReferenceStaticMaker,
         UMLIPStaticMaker,
     )
-    from softening.stores import get_job_store
+    from softening.makers.finetune import CorrectionMaker, models_folder
+    from softening.stores import describe_store, get_job_store
+    from softening.stores.documents import SofteningDoc, VerificationDoc
+    from softening.stores.factory import resolve_store_spec
     from softening.workflows import SofteningFlowMaker
 
     _setup_logging(quiet=as_json)
@@ -239,6 +261,13 @@ def run(
     if frames < 2 * strained:
         raise InputError(f"--frames {frames} is fewer than the {2 * strained} strained frames")
     structs = [read_structure(p) for p in structures]
+    if reference == "vasp":
+        from softening.makers.vasp import VaspReferenceMaker
+
+        reference_maker = VaspReferenceMaker(strict=strict)
+        reference_maker.check_environment(structs)  # VASP and POTCARs, before any job runs
+    else:
+        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
     elements = {el.symbol for s in structs for el in s.composition}
     _check_models([md_model, *models], elements)
     fm = SofteningFlowMaker(
@@ -253,29 +282,64 @@ def run(
         select_maker=FrameSelectionMaker(
             n_frames=frames, n_strained_plus=strained, n_strained_minus=strained, seed=seed
         ),
-        reference_maker=ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing),
+        reference_maker=reference_maker,
         umlip_maker=UMLIPStaticMaker(),
         models=models,
         seed=seed,
+        correction_maker=None
+        if finetune is None
+        else CorrectionMaker(
+            mode=finetune, train_frames=train_frames, seed=seed,
+            models_dir=str(models_folder(resolve_store_spec(store))),
+        ),
     )
+    if finetune is not None and train_frames >= frames:
+        raise InputError(f"--train-frames {train_frames} leaves none of {frames} frames held out")
     if reference == "emt":
         fm.reference_maker.get_calculator(structs[0])  # refuses non-EMT elements up front
     flow = fm.make(structs)
     job_store = get_job_store(store)
-    responses, failures = _run_flow(flow, job_store)
-    docs = _outputs(flow.output, responses)
+    folders = {}
+    if reference == "vasp":
+        # atomate2's VASP jobs write into the current folder: each needs its own.
+        (out / "vasp-runs").mkdir(parents=True, exist_ok=True)
+        folders = {"create_folders": True, "root_dir": out / "vasp-runs"}
+    responses, failures = _run_flow(flow, job_store, **folders)
+    outputs = _outputs(flow.output, responses)
+    docs = [d for d in outputs if isinstance(d, SofteningDoc)]
+    checks = [d for d in outputs if isinstance(d, VerificationDoc)]
     out.mkdir(parents=True, exist_ok=True)
     summary = {
-        "store": str(Path(job_store.docs_store.database_path)),
+        "store": describe_store(job_store),
         "materials": [{**_material_summary(d), "model": d.model.name} for d in docs],
         "failed_jobs": failures,
     }
+    if finetune is not None:
+        summary["corrections"] = [
+            {
+                "model": v.correction.model.name,
+                "model_path": v.correction.model.path,
+                "train_frames": v.correction.train_frames,
+                "before": v.before,
+                "after": v.after,
+                "warnings": v.warnings,
+            }
+            for v in checks
+        ]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     parity = _parity(docs, out / "parity.png")
     if as_json:
         print(json.dumps(summary))
     else:
         out_console.print(_scale_table(docs, "Softening scale (s < 1: softened)"))
+        for v in checks:
+            b, a = v.before, v.after
+            out_console.print(
+                f"{v.correction.model.name}: held-out scale {b['scale']:.3f} -> {a['scale']:.3f}, "
+                f"MAE {b['mae']:.3f} -> {a['mae']:.3f} eV/Å ({v.correction.model.path})"
+            )
+            for w in v.warnings:
+                console.print(f"[yellow]warning:[/] {w}", highlight=False)
         console.print(
             f"summary: {out / 'summary.json'}" + (f", parity plot: {parity}" if parity else "")
         )
@@ -285,6 +349,61 @@ def run(
         console.print("run the same command again to compute only what failed or is missing")
     if not docs:
         raise SofteningError("no result: every material failed (see the messages above)")
+
+
+def _labelled_frames(datasets: list[Path], strict: bool, select: list[str] | None = None):
+    """Labelled frames of the datasets after the guard rails, filtered by ``select`` (every text
+    must occur in the frame's material id, formula, group or description)."""
+    from softening.datasets.guards import apply_guard_rails
+    from softening.datasets.readers import read_frames
+
+    frames, guard_reports = [], []
+    for path in datasets:
+        # VASP outputs: unconverged and MLFF steps dropped, settings flagged (refused if --strict).
+        kept, reports = apply_guard_rails(read_frames(path), strict=strict)
+        guard_reports.extend(reports)
+        frames.extend(f for f in kept if f.is_labelled)
+    for text in select or []:
+        frames = [
+            f for f in frames
+            if any(text in (x or "") for x in (f.material_key, f.formula, f.group, f.description))
+        ]
+    if not frames:
+        raise InputError(
+            "no labelled frames (with reference forces) in the given datasets"
+            + (f" matching {' and '.join(select)}" if select else "")
+        )
+    return frames, guard_reports
+
+
+def _as_references(frames) -> tuple[list, list]:
+    """FrameSpecs and reference FrameResults of labelled dataset frames (ids checked unique)."""
+    from softening.stores import CodeInfo, FrameResult, FrameSpec
+
+    specs, refs = [], []
+    for f in frames:
+        mid = f.material_key
+        specs.append(
+            FrameSpec(frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure)
+        )
+        refs.append(
+            FrameResult(
+                frame_id=f.frame_id,
+                material_id=mid,
+                formula=f.formula,
+                structure=f.structure,
+                energy=f.energy,
+                forces=f.forces.tolist(),
+                stress=f.stress.tolist() if f.stress is not None else None,
+                code=CodeInfo(
+                    name=str(f.metadata.get("code", "dataset")), settings={"source": f.source}
+                ),
+                flags=list(f.flags),
+                region=f.region,
+            )
+        )
+    _check_unique_ids(specs)
+    return specs, refs
 
 
 @app.command()
@@ -299,43 +418,18 @@ def evaluate(
         Path | None, typer.Option(help="Folder for the scale-distribution plot.")
     ] = None,
     as_json: JsonOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Softening of uMLIPs on existing DFT-labelled frames (no MD, no new DFT)."""
-    from softening.datasets.readers import read_frames
-    from softening.stores import CodeInfo, FrameResult, FrameSpec, get_job_store
+    from softening.stores import get_job_store
     from softening.workflows import EvaluateFlowMaker
 
     _setup_logging(quiet=True)
-    frames = []
-    for path in datasets:
-        frames.extend(f for f in read_frames(path) if f.is_labelled)
-    if not frames:
-        raise InputError("no labelled frames (with reference forces) in the given datasets")
+    frames, guard_reports = _labelled_frames(datasets, strict)
     models = _models(model)
     elements = {el.symbol for f in frames for el in f.structure.composition}
     loaded = _check_models(models, elements)
-    specs, refs = [], []
-    for f in frames:
-        mid = f.material_key
-        spec = FrameSpec(
-            frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure
-        )
-        specs.append(spec)
-        refs.append(
-            FrameResult(
-                frame_id=f.frame_id,
-                material_id=mid,
-                formula=f.formula,
-                structure=f.structure,
-                energy=f.energy,
-                forces=f.forces.tolist(),
-                stress=f.stress.tolist() if f.stress is not None else None,
-                code=CodeInfo(
-                    name=str(f.metadata.get("code", "dataset")), settings={"source": f.source}
-                ),
-                flags=list(f.flags),
-            )
-        )
+    specs, refs = _as_references(frames)
     _check_unique_ids(specs)
     fm = EvaluateFlowMaker(models=models, seed=seed)
     flow = fm.make(specs, refs)
@@ -372,9 +466,15 @@ def evaluate(
         }
         result["plot"] = str(scale_distribution_plot(scales, out / "scale_distribution.png"))
         _parity([d for d in docs if d.material_id == "pooled"] or docs, out / "parity.png")
+    if guard_reports:
+        result["inputs"] = [r.as_dict() for r in guard_reports]
     if as_json:
         print(json.dumps(result))
         return
+    for r in guard_reports:
+        console.print(r.summary(), highlight=False, soft_wrap=True)
+    if len(result["models"]) > 1:
+        out_console.print(_models_table(result["models"]))
     for name, v in result["models"].items():
         mats = [d for d in docs if d.model.name == name and d.material_id != "pooled"]
         out_console.print(_scale_table(mats, f"{name}"))
@@ -385,6 +485,429 @@ def evaluate(
             f"{p['n_frames']} frames; softened (scale < 1): {100 * p['fraction_softened']:.1f} % "
             f"of {p['n_materials']} materials"
         )
+
+
+@app.command()
+def finetune(
+    datasets: Annotated[
+        list[Path], typer.Argument(help="Labelled frames: extxyz, WBM/mlearn JSON, vasprun.")
+    ],
+    model: Annotated[str, typer.Option("--model", "-m", help="uMLIP to correct.")] = "chgnet",
+    mode: Annotated[
+        str, typer.Option(help="scale (linear, closed form), head (readout only) or full.")
+    ] = "scale",
+    train_frames: Annotated[
+        int, typer.Option(help="Frames per material to fit on; the rest are held out.")
+    ] = 1,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep frames whose material, formula, group or description contains "
+                     "this text; repeat to require several (e.g. --select AIMD --select '843 K')."),
+    ] = None,
+    frame_choice: Annotated[
+        str, typer.Option(help="highest-energy, largest-force or random.")
+    ] = "highest-energy",
+    method: Annotated[str, typer.Option(help="Scale mode: lstsq or inverse-scale.")] = "lstsq",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (the paper: 100).")] = 100,
+    store: StoreOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+) -> None:
+    """Correct a uMLIP on a few high-energy frames per material; verify on the held-out frames."""
+    from softening.makers.finetune import CorrectionMaker, models_folder, split_frames
+    from softening.models.finetune import FineTuneSettings
+    from softening.stores import get_job_store
+    from softening.stores.factory import resolve_store_spec
+    from softening.workflows import CorrectionFlowMaker
+
+    _setup_logging(quiet=as_json)
+    maker = CorrectionMaker(
+        model=model, mode=mode, method=method, train_frames=train_frames,
+        frame_choice=frame_choice, finetune=FineTuneSettings(epochs=epochs, seed=seed), seed=seed,
+        models_dir=str(models_folder(resolve_store_spec(store))),
+    )
+    frames, _ = _labelled_frames(datasets, strict, select)
+    _check_models([model], {el.symbol for f in frames for el in f.structure.composition})
+    _, refs = _as_references(frames)
+
+    split_frames(refs, train_frames, frame_choice, seed)  # too few frames: fail before any work
+    flow = CorrectionFlowMaker(correction_maker=maker).make(refs)
+    responses, failures = _run_flow(flow, get_job_store(store))
+    if failures:
+        raise SofteningError("correction failed: " + "; ".join(failures))
+    doc = _outputs([flow.output], responses)[0]
+    c = doc.correction
+    result = {
+        "before": doc.before,
+        "after": doc.after,
+        "groups": [g.model_dump() for g in doc.groups],
+        "train_frames": c.train_frames,
+        "held_out_frames": c.held_out_frames,
+        "model": c.model.name,
+        "model_path": c.model.path,
+        "factor": c.factor,
+        "trained_factor": c.trained_factor,
+        "mode": c.mode,
+        "warnings": doc.warnings,
+    }
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{c.base_model.name} -> {c.model.name} on held-out frames")
+    for col in ("group", "frames", "scale before", "scale after", "MAE before", "MAE after"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for g in doc.groups:
+        table.add_row(
+            g.group, str(g.n_frames), f"{g.scale_before:.3f}", f"{g.scale_after:.3f}",
+            f"{g.mae_before:.3f}", f"[red]{g.mae_after:.3f}[/]" if g.worse else f"{g.mae_after:.3f}",
+        )
+    out_console.print(table)
+    b, a = doc.before, doc.after
+    out_console.print(
+        f"held-out: scale {b['scale']:.3f} -> {a['scale']:.3f}, MAE {b['mae']:.3f} -> "
+        f"{a['mae']:.3f} eV/Å; trained on {', '.join(c.train_frames)}"
+        + (f"; c = {c.factor:.4f}" if c.mode == "scale" else "")
+    )
+    out_console.print(f"corrected model: {c.model.path} (use it with --model {c.model.path})")
+    for w in doc.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _models_table(models: dict[str, Any]) -> Table:
+    """The paper's side-by-side table: pooled figures of every model."""
+    table = Table(title="Pooled softening per model (one slope over all force components)")
+    for col in ("model", "scale", "95% CI", "MAE eV/Å", "cMAE eV/Å", "frames", "softened"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, v in models.items():
+        p = v["pooled"]
+        table.add_row(
+            name,
+            f"{p['scale']:.3f}",
+            f"{p['scale_ci'][0]:.3f}-{p['scale_ci'][1]:.3f}",
+            f"{p['mae']:.3f}",
+            f"{p['cmae']:.3f}",
+            str(p["n_frames"]),
+            f"{100 * p['fraction_softened']:.1f} %",
+        )
+    return table
+
+
+# ---- results database: query, build, report -------------------------------------------------------
+
+FormulaOpt = Annotated[
+    str | None, typer.Option("--formula", help="Reduced formula, any order (CuO = OCu).")
+]
+ChemsysOpt = Annotated[
+    str | None,
+    typer.Option("--chemsys", help="Chemical system: exactly these elements, e.g. Cu-O."),
+]
+ElementOpt = Annotated[
+    list[str] | None,
+    typer.Option("--element", "-e", help="Element the material contains; repeat for several."),
+]
+QueryModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model name (CHGNet-0.3.0) or family (chgnet)."),
+]
+ScaleMinOpt = Annotated[float | None, typer.Option("--scale-min", help="Lowest scale kept.")]
+ScaleMaxOpt = Annotated[float | None, typer.Option("--scale-max", help="Highest scale kept.")]
+MaterialOpt = Annotated[str | None, typer.Option("--material-id", help="Material identifier.")]
+PooledOpt = Annotated[
+    bool,
+    typer.Option("--include-pooled", help="Also the pooled results (one slope over a dataset)."),
+]
+AllRunsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-runs",
+        help="Every stored result, not only the latest per material, model and reference.",
+    ),
+]
+
+
+def _open_results_store(store: str | None):
+    """The result store to read; an embedded folder must exist (a typo must not make a new one)."""
+    from softening.stores import get_job_store
+    from softening.stores.factory import resolve_store_spec, store_kind
+
+    spec = resolve_store_spec(store)
+    if store_kind(spec) == "embedded" and not Path(spec).expanduser().is_dir():
+        raise InputError(f"no result store at {spec!r} (give --store, or run a flow first)")
+    job_store = get_job_store(spec)
+    job_store.connect()
+    return job_store
+
+
+def _query(
+    store, formula, chemsys, element, model, scale_min, scale_max, material_id, pooled, all_runs
+):
+    from softening.stores.queries import query_results
+
+    job_store = _open_results_store(store)
+    results = query_results(
+        job_store,
+        formula=formula,
+        chemsys=chemsys,
+        elements=element,
+        model=model,
+        scale_min=scale_min,
+        scale_max=scale_max,
+        material_id=material_id,
+        include_pooled=pooled,
+        latest_only=not all_runs,
+    )
+    return job_store, results
+
+
+_CSV_COLUMNS = (
+    "material_id",
+    "formula",
+    "chemsys",
+    "model",
+    "model_family",
+    "reference",
+    "scale",
+    "scale_ci_low",
+    "scale_ci_high",
+    "mae",
+    "cmae",
+    "energy_mae_per_atom",
+    "n_frames",
+    "n_atoms",
+    "missing_frames",
+    "flags",
+    "uuid",
+    "completed_at",
+)
+
+
+def _flat(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "material_id": r["material_id"],
+        "formula": r.get("formula"),
+        "chemsys": r.get("chemsys"),
+        "model": r["model"]["name"],
+        "model_family": r["model"].get("family"),
+        "reference": (r.get("reference") or {}).get("name"),
+        "scale": r["scale"],
+        "scale_ci_low": r["scale_ci"][0],
+        "scale_ci_high": r["scale_ci"][1],
+        "mae": r["mae"],
+        "cmae": r["cmae"],
+        "energy_mae_per_atom": r.get("energy_mae_per_atom"),
+        "n_frames": r["n_frames"],
+        "n_atoms": r["n_atoms"],
+        "missing_frames": ";".join(r.get("missing_frames") or []),
+        "flags": ";".join(r.get("flags") or []),
+        "uuid": r.get("uuid"),
+        "completed_at": r.get("completed_at"),
+    }
+
+
+@app.command()
+def query(
+    store: StoreOpt = None,
+    formula: FormulaOpt = None,
+    chemsys: ChemsysOpt = None,
+    element: ElementOpt = None,
+    model: QueryModelOpt = None,
+    scale_min: ScaleMinOpt = None,
+    scale_max: ScaleMaxOpt = None,
+    material_id: MaterialOpt = None,
+    include_pooled: PooledOpt = False,
+    all_runs: AllRunsOpt = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+) -> None:
+    """List stored softening results that match the filters (all filters must hold)."""
+    import csv
+
+    from softening.stores import describe_store
+
+    if fmt not in ("table", "csv", "json"):
+        raise InputError(f"--format {fmt!r}: use table, csv or json")
+    job_store, results = _query(
+        store, formula, chemsys, element, model, scale_min, scale_max, material_id,
+        include_pooled, all_runs,
+    )  # fmt: skip
+    if fmt == "json":
+        print(json.dumps(results, default=str))
+        return
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_flat(r) for r in results)
+        return
+    if not results:
+        console.print(f"no result matches in {describe_store(job_store)}")
+        return
+    table = Table(title=f"{len(results)} result(s) in {describe_store(job_store)}")
+    for col in ("material", "model", "reference", "scale", "95% CI", "MAE eV/Å", "cMAE eV/Å",
+                "frames", "completed"):  # fmt: skip
+        left = col in ("material", "model", "reference", "completed")
+        table.add_column(col, justify="left" if left else "right")
+    for r in results:
+        # The formula only where the id does not already say it (WBM and run ids are formulas).
+        formula = r.get("formula") or ""
+        shown = r["material_id"]
+        if formula not in ("", shown):
+            shown += f" ({formula})"
+        table.add_row(
+            shown,
+            r["model"]["name"],
+            (r.get("reference") or {}).get("name", ""),
+            f"{r['scale']:.3f}",
+            f"{r['scale_ci'][0]:.3f}-{r['scale_ci'][1]:.3f}",
+            f"{r['mae']:.3f}",
+            f"{r['cmae']:.3f}",
+            str(r["n_frames"]),
+            str(r.get("completed_at") or "")[:10],
+        )
+    out_console.print(table)
+
+
+@app.command()
+def build(
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Update the summary collections (per model, element, chemical system) from the results.
+
+    Incremental: only new or changed results (and those that failed before) are processed.
+    """
+    from dataclasses import asdict
+
+    from softening.stores import describe_store
+    from softening.stores.builders import build_summaries
+    from softening.stores.queries import query_summaries
+
+    job_store = _open_results_store(store)
+    stats = build_summaries(job_store)
+    models = query_summaries(job_store, "models")
+    if as_json:
+        print(json.dumps({"stats": asdict(stats), "models": models}, default=str))
+        return
+    console.print(
+        f"{describe_store(job_store)}: processed {stats.processed} result(s) "
+        f"({stats.failed} failed, {stats.retried} retried), {stats.unchanged} unchanged, "
+        f"{stats.removed} removed; summaries: {stats.summaries.get('models', 0)} model(s), "
+        f"{stats.summaries.get('elements', 0)} element(s), "
+        f"{stats.summaries.get('chemsys', 0)} chemical system(s)",
+        highlight=False,
+    )
+    for uuid, err in stats.errors.items():
+        console.print(f"[yellow]failed:[/] {uuid}: {err}", highlight=False)
+    if models:
+        table = Table(title="Softening per model (latest result per material)")
+        for col in ("model", "materials", "softened", "median scale", "5-95 %", "MAE eV/Å",
+                    "cMAE eV/Å"):  # fmt: skip
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for m in models:
+            q = m["scale_quantiles"]
+            table.add_row(
+                m["model"],
+                str(m["n_materials"]),
+                f"{100 * m['fraction_softened']:.1f} %",
+                f"{q['p50']:.3f}",
+                f"{q['p05']:.3f}-{q['p95']:.3f}",
+                f"{m['mae_mean']:.3f}",
+                f"{m['cmae_mean']:.3f}",
+            )
+        out_console.print(table)
+
+
+def _safe_name(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+@app.command()
+def report(
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("softening-report"),
+    formula: FormulaOpt = None,
+    chemsys: ChemsysOpt = None,
+    element: ElementOpt = None,
+    model: QueryModelOpt = None,
+    scale_min: ScaleMinOpt = None,
+    scale_max: ScaleMaxOpt = None,
+    material_id: MaterialOpt = None,
+    include_pooled: PooledOpt = False,
+    all_runs: AllRunsOpt = False,
+    parity_limit: Annotated[
+        int, typer.Option(help="Most parity plots drawn (one per material and model).")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Figures of the stored results: parity per material and model, scale distribution, MAE vs cMAE."""
+    from softening.analysis.plots import mae_vs_cmae_plot, parity_plot, scale_distribution_plot
+    from softening.stores.queries import load_forces
+
+    job_store, results = _query(
+        store, formula, chemsys, element, model, scale_min, scale_max, material_id,
+        include_pooled, all_runs,
+    )  # fmt: skip
+    if not results:
+        raise InputError("no stored result matches the filters: nothing to plot")
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {"parity": []}
+    for r in results[: max(parity_limit, 0)]:
+        f_ref, f_ml = load_forces(job_store, r["uuid"])
+        if f_ref.size == 0:
+            continue
+        name = f"parity_{_safe_name(r['material_id'])}_{_safe_name(r['model']['name'])}.png"
+        title = r["material_id"]
+        if r.get("formula") and r["formula"] != title:
+            title += f" ({r['formula']})"
+        path = parity_plot(
+            f_ref, f_ml, out / "parity" / name, scale=r["scale"], title=title,
+            label=r["model"]["name"],
+        )  # fmt: skip
+        files["parity"].append(str(path))
+    materials = [r for r in results if r["material_id"] != "pooled"]
+    by_model: dict[str, list[dict]] = {}
+    for r in materials:
+        by_model.setdefault(r["model"]["name"], []).append(r)
+    if by_model:
+        files["scale_distribution"] = str(
+            scale_distribution_plot(
+                {m: [r["scale"] for r in rs] for m, rs in by_model.items()},
+                out / "scale_distribution.png",
+                title="Softening scale across materials",
+            )
+        )
+        few = all(len(rs) <= 30 for rs in by_model.values())
+        files["mae_vs_cmae"] = str(
+            mae_vs_cmae_plot(
+                {
+                    m: ([r["mae"] for r in rs], [r["cmae"] for r in rs])
+                    for m, rs in by_model.items()
+                },
+                path=out / "mae_vs_cmae.png",
+                labels={m: [r["material_id"] for r in rs] for m, rs in by_model.items()}
+                if few
+                else None,
+            )
+        )
+    summary = {
+        "n_results": len(results),
+        "files": files,
+        "results": [_flat(r) for r in results],
+    }
+    (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    skipped = len(results) - min(len(results), max(parity_limit, 0))
+    console.print(
+        f"{len(results)} result(s): {len(files['parity'])} parity plot(s) in {out / 'parity'}"
+        + (f" ({skipped} more with a higher --parity-limit)" if skipped else ""),
+        highlight=False,
+    )
+    for key in ("scale_distribution", "mae_vs_cmae"):
+        if key in files:
+            console.print(f"{key}: {files[key]}", highlight=False)
 
 
 def _check_unique_ids(specs) -> None:

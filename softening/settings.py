@@ -7,12 +7,13 @@ named by ``SOFTENING_CONFIG`` (default ``~/.softening.yaml`` when it exists), th
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_FILE = Path("~/.softening.yaml").expanduser()
@@ -46,7 +47,30 @@ class SofteningSettings(BaseSettings):
 
     store: str = Field(
         "./softening-db",
-        description="Result store: a folder for the embedded MontyDB (sqlite) store.",
+        description="Result store: a folder (embedded MontyDB, sqlite), a mongodb:// or "
+        "mongodb+srv:// URI, a .yaml/.json jobflow JobStore config, or 'mongodb' (the mongo_* "
+        "settings below).",
+    )
+    mongo_host: str = Field(
+        "localhost", description="MongoDB host name, used when `store` is 'mongodb'."
+    )
+    mongo_port: int = Field(27017, ge=1, le=65535, description="MongoDB TCP port.")
+    mongo_database: str = Field(
+        "softening",
+        description="MongoDB database; also used for a URI store whose URI names no database.",
+    )
+    mongo_username: str | None = Field(
+        None,
+        description="MongoDB user; also applied to a URI store whose URI holds no credentials.",
+    )
+    mongo_password: SecretStr | None = Field(
+        None, description="MongoDB password (never printed; set SOFTENING_MONGO_PASSWORD)."
+    )
+    mongo_auth_source: str | None = Field(
+        None, description="Database the MongoDB user is defined in (default: mongo_database)."
+    )
+    mongo_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for a MongoDB server before giving up, s."
     )
     models_dir: Path | None = Field(
         None,
@@ -84,6 +108,50 @@ class SofteningSettings(BaseSettings):
         file_secret_settings,
     ):
         return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def __repr_args__(self):
+        # A URI in `store` may carry a password: repr() and str() show it redacted.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name == "store" and isinstance(value, str) else value
+
+
+# scheme://user:password@host... -> the userinfo, up to the last "@" before the host (an unescaped
+# "@" in a password then still ends up hidden).
+_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>[^\s'\"<>]+)")
+# Query options that carry secrets (e.g. ?password=..., authMechanismProperties=AWS_SESSION_TOKEN:..).
+_SECRET_OPTION = re.compile(
+    r"(?i)([?&;](?:password|pwd|secret|token|authmechanismproperties|tlscertificatekeyfilepassword)=)"
+    r"[^&;\s]*"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the passwords of every URI in it replaced by ``***``.
+
+    ``mongodb://user:pw@host/db?authSource=admin`` becomes ``mongodb://user:***@host/db?authSource=admin``;
+    secret query options (``password=``, ``authMechanismProperties=``...) are hidden too. Use it on
+    every message that may hold a store spec.
+
+    Parameters
+    ----------
+    text
+        A URI, or any message that may contain URIs.
+
+    Returns
+    -------
+    str
+        The same text with credentials hidden.
+    """
+
+    def _one(m: re.Match) -> str:
+        rest = m.group("rest")
+        if "@" in rest:
+            userinfo, host = rest.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            rest = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
+        return m.group("scheme") + _SECRET_OPTION.sub(r"\1***", rest)
+
+    return _URI.sub(_one, str(text))
 
 
 @lru_cache(maxsize=1)

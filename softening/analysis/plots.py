@@ -218,6 +218,10 @@ def scale_distribution_plot(
     ax.axvline(1.0, color="black", ls="--", lw=1.0, label="s = 1")
     ax.set_xlabel("softening scale s (uMLIP vs DFT force slope)")
     ax.set_ylabel("number of materials")
+    # Counts are whole materials: no 0.25 ticks when there are few.
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)

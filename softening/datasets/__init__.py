@@ -1,8 +1,9 @@
-"""Readers for existing DFT-labelled frames (extxyz, WBM JSON, mlearn JSON, vasprun)."""
+"""Readers for existing DFT-labelled frames (extxyz, WBM JSON, mlearn JSON, vasprun); VASP guard rails."""
 
 from __future__ import annotations
 
 from softening.datasets.frames import Frame
+from softening.datasets.guards import GuardReport, apply_guard_rails
 from softening.datasets.readers import (
     ASE_VOIGT_ORDER,
     FORMATS,
@@ -27,6 +28,8 @@ __all__ = [
     "MIN_INTERATOMIC_DISTANCE",
     "VASP_VOIGT_ORDER",
     "Frame",
+    "GuardReport",
+    "apply_guard_rails",
     "check_structure",
     "detect_format",
     "read_extxyz",

@@ -68,6 +68,16 @@ class Frame:
         return len(self.structure)
 
     @property
+    def region(self) -> str:
+        """The source region of the frame: its group and the temperature named in its description
+        (e.g. ``"AIMD-NVT 843 K"``); a correction belongs to a material and a region."""
+        import re
+
+        found = re.search(r"(\d+(?:\.\d+)?)\s*K\b", self.description or "")
+        parts = [p for p in (self.group, f"{found.group(1)} K" if found else None) if p]
+        return " ".join(parts) or "-"
+
+    @property
     def is_labelled(self) -> bool:
         """Whether reference forces are present."""
         return self.forces is not None

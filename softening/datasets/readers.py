@@ -45,12 +45,15 @@ __all__ = [
     "VASP_VOIGT_ORDER",
     "check_structure",
     "detect_format",
+    "is_mlff_run",
     "read_extxyz",
     "read_frames",
     "read_mlearn_json",
     "read_structure",
     "read_vasprun",
     "read_wbm_json",
+    "vasp_run_info",
+    "vasp_step_metadata",
     "vasp_stress_to_ase",
 ]
 
@@ -80,17 +83,28 @@ _FMT_ALIASES = {
     "poscar": "structure",
 }
 
-# The INCAR tags a later check of reference settings needs (functional, +U, precision, MLFF).
+# The INCAR tags the guard rails (softening.datasets.guards) need: functional, +U, precision, spin,
+# MLFF. ENMAX is the cutoff VASP used when the INCAR has no ENCUT (the POTCARs' largest ENMAX, or a
+# fraction of it with PREC=Low).
 _VASP_PARAMETER_KEYS = (
     "GGA",
     "METAGGA",
+    "LHFCALC",
+    "IVDW",
+    "LUSE_VDW",
     "LDAU",
+    "LDAUTYPE",
     "LDAUU",
     "LDAUL",
+    "LDAUJ",
     "PREC",
     "ENCUT",
+    "ENMAX",
+    "ISPIN",
     "IBRION",
     "ML_LMLFF",
+    "ML_MODE",
+    "ML_ISTART",
     "EDIFF",
     "NELM",
     "ISMEAR",
@@ -383,17 +397,25 @@ def read_vasprun(path: str | Path) -> list[Frame]:
     Stress (kbar, VASP sign) is converted to eV/Å^3, ASE sign; steps without stress get ``None``.
 
     Nothing is rejected here besides unreadable files: unconverged SCF, MLFF steps, or other
-    settings are recorded in ``metadata`` for later checks:
+    settings are recorded in ``metadata`` and judged by :func:`softening.datasets.guards.apply_guard_rails`:
 
+    - ``code``: ``"vasp"``;
     - ``electronic_steps``: number of SCF steps of this ionic step;
     - ``nelm``, ``ediff``: the run's NELM (default 60) and EDIFF (eV, default 1e-4);
     - ``scf_last_de``: ``|ΔE|`` (eV) between the last two SCF steps, ``None`` with fewer than two;
     - ``scf_converged``: ``True`` when fewer than NELM SCF steps were needed (VASP stops at NELM
       otherwise), or when at NELM the last energy change is below EDIFF; ``None`` when the step has
       no SCF steps (e.g. predicted by VASP's machine-learned force field);
-    - ``vasp``: run-level ``{"incar", "parameters" (GGA, METAGGA, LDAU, LDAUU, LDAUL, PREC, ENCUT,
-      IBRION, ML_LMLFF, EDIFF, NELM, ISMEAR, SIGMA, PSTRESS), "potcar_symbols", "vasp_version",
-      "run_type", "n_ionic_steps"}``, JSON-serialisable.
+    - ``mlff``: ``True`` for a step of a machine-learned force-field run (``ML_LMLFF``) without SCF
+      steps, i.e. with energy and forces from the force field, not DFT;
+    - ``md_step``: in an MLFF run, the index of this step among all MD steps (DFT and MLFF);
+    - ``vasp``: run-level :func:`vasp_run_info` (INCAR, key parameters, POTCAR symbols, VASP
+      version, run type, ``n_ionic_steps``; in MLFF runs also ``n_md_steps``), JSON-serialisable.
+
+    In an on-the-fly MLFF run, VASP 6 writes the steps it computed with the force field outside
+    ``<calculation>`` blocks (structure, forces and energy at the top level, no SCF steps); only the
+    steps it computed with DFT are ``<calculation>`` blocks. pymatgen's ``ionic_steps`` holds those,
+    so they are the frames here, and ``n_md_steps - n_ionic_steps`` counts the MLFF steps left out.
 
     Parameters
     ----------
@@ -426,33 +448,22 @@ def read_vasprun(path: str | Path) -> list[Frame]:
         raise _error(path, f"not a readable vasprun.xml ({_detail(exc)})") from exc
 
     with _wrap(path, "unexpected vasprun content"):
-        incar = dict(run.incar)
-        parameters = run.parameters or {}
-
-        def setting(key: str, default: Any = None) -> Any:
-            # The INCAR has what the user set; vasprun's <parameters> has VASP's defaults (but
-            # truncates some strings, e.g. PREC "Accura"), so the INCAR wins.
-            if key in incar:
-                return incar[key]
-            return parameters.get(key, default)
-
-        nelm = int(setting("NELM", 60))
-        ediff = float(setting("EDIFF", 1e-4))
-        pstress = float(setting("PSTRESS", 0.0) or 0.0)
         try:
             run_type = str(run.run_type)
         except Exception:  # run_type raises for unusual functionals; it is informative only
             run_type = None
-        run_info = _jsonable(
-            {
-                "incar": incar,
-                "parameters": {key: setting(key) for key in _VASP_PARAMETER_KEYS},
-                "potcar_symbols": list(run.potcar_symbols or []),
-                "vasp_version": run.vasp_version,
-                "run_type": run_type,
-                "n_ionic_steps": len(run.ionic_steps),
-            }
+        md_data = list(getattr(run, "md_data", None) or [])
+        run_info = vasp_run_info(
+            incar=dict(run.incar),
+            parameters=run.parameters or {},
+            potcar_symbols=list(run.potcar_symbols or []),
+            vasp_version=run.vasp_version,
+            run_type=run_type,
+            n_ionic_steps=len(run.ionic_steps),
+            n_md_steps=len(md_data) if md_data else None,
         )
+        pstress = float(run_info["parameters"]["PSTRESS"] or 0.0)
+        md_steps = _md_step_indices(run.ionic_steps, md_data)
 
     frames = []
     for step_index, step in enumerate(run.ionic_steps):
@@ -462,13 +473,10 @@ def read_vasprun(path: str | Path) -> list[Frame]:
             if energy is not None and pstress:
                 # vasprun's e_fr_energy is an enthalpy when PSTRESS is set: remove p*V.
                 energy = float(energy) - pstress * KBAR_TO_EV_PER_A3 * structure.volume
-            scf = step.get("electronic_steps") or []
-            last_de = _scf_last_de(scf)
-            if not scf:
-                converged = None
-            else:
-                converged = len(scf) < nelm or (last_de is not None and last_de < ediff)
             stress = step.get("stress")
+            metadata = vasp_step_metadata(step.get("electronic_steps") or [], run_info)
+            if md_steps is not None:
+                metadata["md_step"] = md_steps[step_index]
             frame = _make_frame(
                 path,
                 f"ionic step {step_index}",
@@ -478,17 +486,137 @@ def read_vasprun(path: str | Path) -> list[Frame]:
                 forces=step.get("forces"),
                 stress=vasp_stress_to_ase(stress) if stress is not None else None,
                 source=f"{path}@{step_index}",
-                metadata={
-                    "electronic_steps": len(scf),
-                    "nelm": nelm,
-                    "ediff": ediff,
-                    "scf_last_de": last_de,
-                    "scf_converged": converged,
-                    "vasp": copy.deepcopy(run_info),
-                },
+                metadata={"code": "vasp", **metadata, "vasp": copy.deepcopy(run_info)},
             )
         frames.append(frame)
     return frames
+
+
+def vasp_run_info(
+    incar: dict[str, Any],
+    parameters: dict[str, Any],
+    potcar_symbols: Sequence[str],
+    vasp_version: str | None,
+    run_type: str | None,
+    n_ionic_steps: int,
+    n_md_steps: int | None = None,
+) -> dict[str, Any]:
+    """Run-level VASP settings, as recorded in ``Frame.metadata["vasp"]`` and checked by the guard rails.
+
+    Shared by :func:`read_vasprun` and the VASP reference maker (which builds it from atomate2's
+    task document), so that both are judged by the same rules.
+
+    Parameters
+    ----------
+    incar
+        The INCAR as run (what the user set).
+    parameters
+        vasprun.xml's ``<parameters>`` (VASP's values, defaults included).
+    potcar_symbols
+        POTCAR TITELs (e.g. ``"PAW_PBE Fe_pv 06Sep2000"``) or bare symbols, in POSCAR species order.
+    vasp_version
+        VASP version string.
+    run_type
+        pymatgen/emmet run type (e.g. ``"GGA+U"``), informative only.
+    n_ionic_steps
+        Ionic steps with DFT results (``<calculation>`` blocks).
+    n_md_steps
+        In an MLFF MD run, all MD steps (DFT and MLFF); ``None`` otherwise.
+
+    Returns
+    -------
+    dict
+        ``{"incar", "parameters" (the keys of _VASP_PARAMETER_KEYS; NELM, EDIFF and PSTRESS
+        with VASP's defaults 60, 1e-4 eV and 0 kbar), "potcar_symbols", "vasp_version",
+        "run_type", "n_ionic_steps"[, "n_md_steps"]}``, JSON-serialisable.
+    """
+    defaults = {"NELM": 60, "EDIFF": 1e-4, "PSTRESS": 0.0}
+
+    def setting(key: str) -> Any:
+        # The INCAR has what the user set; vasprun's <parameters> has VASP's defaults (but
+        # truncates some strings, e.g. PREC "Accura"), so the INCAR wins.
+        if key in incar:
+            return incar[key]
+        value = parameters.get(key)
+        return defaults.get(key) if value is None else value
+
+    info: dict[str, Any] = {
+        "incar": dict(incar),
+        "parameters": {key: setting(key) for key in _VASP_PARAMETER_KEYS},
+        "potcar_symbols": list(potcar_symbols),
+        "vasp_version": vasp_version,
+        "run_type": run_type,
+        "n_ionic_steps": int(n_ionic_steps),
+    }
+    if n_md_steps is not None:
+        info["n_md_steps"] = int(n_md_steps)
+    return _jsonable(info)
+
+
+def vasp_step_metadata(scf: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
+    """Per-ionic-step convergence record (see :func:`read_vasprun` for the keys).
+
+    Parameters
+    ----------
+    scf
+        The step's electronic (SCF) steps, each a dict with ``e_fr_energy`` (eV).
+    run_info
+        The run's :func:`vasp_run_info`.
+
+    Returns
+    -------
+    dict
+        ``electronic_steps``, ``nelm``, ``ediff`` (eV), ``scf_last_de`` (eV), ``scf_converged``,
+        ``mlff``.
+    """
+    params = run_info["parameters"]
+    nelm = int(params["NELM"])
+    ediff = float(params["EDIFF"])
+    last_de = _scf_last_de(scf)
+    if not scf:
+        converged = None
+    else:
+        # pymatgen's converged_electronic looks only at the last ionic step; VASP stops the SCF
+        # at NELM whether or not EDIFF was reached, so fewer steps than NELM means converged.
+        converged = len(scf) < nelm or (last_de is not None and last_de < ediff)
+    return {
+        "electronic_steps": len(scf),
+        "nelm": nelm,
+        "ediff": ediff,
+        "scf_last_de": last_de,
+        "scf_converged": converged,
+        "mlff": bool(is_mlff_run(run_info) and not scf),
+    }
+
+
+def is_mlff_run(run_info: dict[str, Any]) -> bool:
+    """Whether VASP's machine-learned force field was on (``ML_LMLFF``, or ``ML_MODE`` set)."""
+    params = run_info.get("parameters", {})
+    mode = str(params.get("ML_MODE") or "").strip().lower()
+    return bool(params.get("ML_LMLFF")) or mode not in ("", "none")
+
+
+def _md_step_indices(ionic_steps: Sequence[dict], md_data: Sequence[dict]) -> list[int] | None:
+    """For an MLFF run, the MD step index of each ionic (DFT) step; ``None`` otherwise.
+
+    pymatgen's ``md_data`` lists every MD step in file order, DFT steps included with the same
+    forces; match them in order by forces.
+    """
+    if not md_data:
+        return None
+    indices, j = [], 0
+    for step in ionic_steps:
+        forces = np.asarray(step.get("forces"), dtype=float)
+        while j < len(md_data) and not (
+            np.shape(md_data[j].get("forces")) == forces.shape
+            and np.allclose(md_data[j].get("forces"), forces, atol=1e-8)
+        ):
+            j += 1
+        if j == len(md_data):
+            return None  # not the layout described above; leave md_step out
+        indices.append(j)
+        j += 1
+    return indices
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""jobflow makers: MD sampling, frame selection, reference and uMLIP single points, comparison."""
+"""jobflow makers: MD sampling, frame selection, references (embedded, VASP), uMLIP statics, comparison."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from softening.makers.md import MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.vasp import VaspReferenceMaker
 
 __all__ = [
     "FrameSelectionMaker",
     "MDSamplingMaker",
     "ReferenceStaticMaker",
     "UMLIPStaticMaker",
+    "VaspReferenceMaker",
     "compare_job",
     "compare_results",
 ]

@@ -80,8 +80,16 @@ def evaluate_structures(
     model.check_elements({el.symbol for s in structures for el in s.composition})
     evaluators = {"chgnet": _evaluate_chgnet, "matgl": _evaluate_matgl, "mace": _evaluate_mace}
     if model.family in evaluators:
-        return evaluators[model.family](model, structures, memory_gb, progress)
-    return _evaluate_ase(model, structures, progress)
+        preds = evaluators[model.family](model, structures, memory_gb, progress)
+    else:
+        preds = _evaluate_ase(model, structures, progress)
+    if model.factor != 1.0:  # a linear correction E' = c E scales forces and stress alike
+        c = model.factor
+        preds = [
+            Prediction(c * p.energy, c * p.forces, None if p.stress is None else c * p.stress)
+            for p in preds
+        ]
+    return preds
 
 
 # Seconds spent in graph building and in the model's forward + backward pass, accumulated over
@@ -240,7 +248,7 @@ def chgnet_forward(net, graphs, device: str = "cpu") -> list[tuple[float, np.nda
 def _evaluate_ase(model, structures, progress) -> list[Prediction]:
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    calc = model.calculator()
+    calc = model._calculator()  # unscaled: evaluate_structures applies the factor once
     out = []
     for i, s in enumerate(structures):
         atoms = AseAtomsAdaptor.get_atoms(s)

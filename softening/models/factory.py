@@ -62,6 +62,7 @@ class LoadedModel:
     version: str | None = None
     path: str | None = None
     weights_sha256: str | None = None
+    factor: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -84,7 +85,12 @@ class LoadedModel:
     def calculator(self):
         """A fresh ASE calculator around the (shared, already loaded) model."""
         with _quiet():
-            return self._calculator()
+            calc = self._calculator()
+        if self.factor != 1.0:
+            from softening.models.corrected import ScaledCalculator
+
+            calc = ScaledCalculator(calc, self.factor)
+        return calc
 
     def _calculator(self):
         if self.family == "chgnet":
@@ -155,7 +161,7 @@ def _load_chgnet(version: str | None, path: Path | None, device: str, dtype: str
     from chgnet.model import CHGNet
 
     if path is not None:
-        model = CHGNet.from_file(str(path), verbose=False)
+        model = CHGNet.from_file(str(path))
         weights = path
         name = f"CHGNet-{path.stem.split('.')[0]}"
         version = getattr(model, "version", None) or path.stem
@@ -313,12 +319,55 @@ def _require_network(spec: str, hint: str, timeout: float = 3.0) -> None:
         )
 
 
+def _load_corrected(folder: Path, device: str, dtype: str) -> LoadedModel:
+    """A corrected or fine-tuned model saved by this package (see :mod:`.corrected`)."""
+    from dataclasses import replace
+
+    from softening.models.corrected import MODEL_FILE, read_model_folder
+
+    doc = read_model_folder(folder)
+    if doc.get("weights"):
+        base = _load_cached(str(folder / doc["weights"]), device, dtype)
+        files = [folder / MODEL_FILE, *sorted((folder / doc["weights"]).glob("*.pt"))]
+        if (folder / doc["weights"]).is_file():
+            files = [folder / MODEL_FILE, folder / doc["weights"]]
+    else:
+        base = _load_cached(doc["base"]["spec"], device, dtype)
+        files = [folder / MODEL_FILE]
+    return replace(
+        base,
+        name=doc["name"],
+        version=f"{doc['mode']} of {doc['base'].get('name')}",
+        path=str(folder),
+        weights_sha256=sha256_of(files),
+        factor=float(doc.get("factor", 1.0)),
+        extra={**base.extra, "correction": {k: doc[k] for k in ("mode", "base", "train_frames")}},
+    )
+
+
+def _saved_model_folder(spec: str) -> Path | None:
+    """A corrected model saved under the store's ``models`` folder, looked up by id."""
+    from softening.models.corrected import MODEL_FILE
+
+    store = get_settings().store
+    if "://" in store or store.endswith((".yaml", ".yml")):
+        return None
+    folder = Path(store).expanduser() / "models" / spec
+    return folder if (folder / MODEL_FILE).is_file() else None
+
+
 def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
     """(family, version, local path) of a spec."""
+    from softening.models.corrected import MODEL_FILE
+
     s = spec.strip()
     p = Path(s).expanduser()
     low = s.lower()
+    if not p.exists() and (saved := _saved_model_folder(s)) is not None:
+        p = saved
     if p.exists():
+        if p.is_dir() and (p / MODEL_FILE).is_file():
+            return "corrected", None, p
         if p.is_dir():
             if (p / "model.json").is_file():
                 return "matgl", None, p
@@ -345,6 +394,8 @@ def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
 @lru_cache(maxsize=8)
 def _load_cached(spec: str, device: str, dtype: str) -> LoadedModel:
     family, version, path = _parse_spec(spec)
+    if family == "corrected":
+        return _load_corrected(path, device, dtype)
     if family == "chgnet":
         return _load_chgnet(version, path, device, dtype)
     if family == "matgl":

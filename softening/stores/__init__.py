@@ -11,7 +11,7 @@ from softening.stores.documents import (
     UMLIPResults,
     content_key,
 )
-from softening.stores.factory import get_job_store
+from softening.stores.factory import describe_store, get_job_store, redact
 
 __all__ = [
     "CodeInfo",
@@ -21,5 +21,7 @@ __all__ = [
     "SofteningDoc",
     "UMLIPResults",
     "content_key",
+    "describe_store",
     "get_job_store",
+    "redact",
 ]

@@ -87,6 +87,9 @@ class FrameResult(BaseModel):
     content_key: str | None = Field(
         None, description="SHA-256 of structure + code + settings; equal keys = same result."
     )
+    region: str | None = Field(
+        None, description="Source region (group and temperature, e.g. 'AIMD-NVT 843 K')."
+    )
     wall_time: float | None = Field(None, description="Wall time of the calculation, s.")
     reused: bool = Field(False, description="True when taken from the store instead of computed.")
     created_at: datetime = Field(default_factory=_now, description="Creation time (UTC).")
@@ -190,3 +193,50 @@ class FrameSelection(BaseModel):
     formula: str = Field(description="Reduced formula.")
     frames: list[FrameSpec] = Field(description="Selected (and possibly strained) frames.")
     method: str = Field(description="Selection method, e.g. 'stratified-energy'.")
+
+
+class CorrectionResult(BaseModel):
+    """A linear correction or fine-tune of a uMLIP, fitted on a few frames per material."""
+
+    base_model: ModelInfo = Field(description="The uMLIP that was corrected.")
+    model: ModelInfo = Field(description="The corrected model (name, path of its folder).")
+    mode: str = Field(description="scale (linear), head (readout only) or full fine-tune.")
+    method: str | None = Field(None, description="Closed form of the scale mode: lstsq, inverse-scale.")
+    factor: float = Field(1.0, description="Scalar c multiplying energy, forces, stress (dimensionless).")
+    trained_factor: float | None = Field(
+        None, description="c of the paper's trained scalar layer (cross-check), dimensionless."
+    )
+    train_frames: list[str] = Field(description="'material/frame' ids the correction was fitted on.")
+    held_out_frames: list[str] = Field(description="'material/frame' ids never trained on.")
+    frame_choice: str = Field(description="How training frames were chosen per material.")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Training settings.")
+    training_history: dict[str, Any] = Field(
+        default_factory=dict, description="Train/validation MAEs per epoch (eV/atom, eV/Å, GPa)."
+    )
+    wall_time: float | None = Field(None, description="Wall time of the fit, s.")
+
+
+class GroupVerification(BaseModel):
+    """Held-out figures of one group (material and region) before and after a correction."""
+
+    group: str = Field(description="Material and region, e.g. 'Si AIMD-NVT 843 K'.")
+    n_frames: int = Field(description="Held-out frames in the group.")
+    scale_before: float = Field(description="Held-out scale of the base model (dimensionless).")
+    scale_after: float = Field(description="Held-out scale of the corrected model (dimensionless).")
+    mae_before: float = Field(description="Held-out force MAE of the base model, eV/Å.")
+    mae_after: float = Field(description="Held-out force MAE of the corrected model, eV/Å.")
+    cmae_before: float = Field(description="Held-out cMAE of the base model, eV/Å.")
+    cmae_after: float = Field(description="Held-out cMAE of the corrected model, eV/Å.")
+    worse: bool = Field(description="True when the correction raised this group's MAE.")
+
+
+class VerificationDoc(BaseModel):
+    """How a correction carries over to frames it never saw (the transferability report)."""
+
+    correction: CorrectionResult = Field(description="The correction that was verified.")
+    before: dict[str, float] = Field(description="Pooled held-out scale, mae, cmae (eV/Å) before.")
+    after: dict[str, float] = Field(description="Pooled held-out scale, mae, cmae (eV/Å) after.")
+    groups: list[GroupVerification] = Field(description="Per material and region.")
+    warnings: list[str] = Field(default_factory=list, description="Groups the correction worsens.")
+    package_version: str = Field(description="softening version that produced the document.")
+    created_at: datetime = Field(default_factory=_now, description="Creation time (UTC).")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from softening.workflows.softening import EvaluateFlowMaker, SofteningFlowMaker
+from softening.workflows.softening import (
+    CorrectionFlowMaker,
+    EvaluateFlowMaker,
+    SofteningFlowMaker,
+)
 
-__all__ = ["EvaluateFlowMaker", "SofteningFlowMaker"]
+__all__ = ["CorrectionFlowMaker", "EvaluateFlowMaker", "SofteningFlowMaker"]

@@ -8,10 +8,12 @@ from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.makers.compare import compare_job
+from softening.makers.finetune import CorrectionMaker, verify_job
 from softening.makers.md import MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.vasp import VaspReferenceMaker
 from softening.stores.documents import FrameResult, FrameSpec
 
 
@@ -28,21 +30,36 @@ class SofteningFlowMaker(Maker):
     name
         Flow name.
     md_maker, select_maker, reference_maker, umlip_maker
-        The makers of each role.
+        The makers of each role. The reference is an embedded calculator
+        (:class:`ReferenceStaticMaker`) or VASP (:class:`VaspReferenceMaker`);
+        ``ReferenceStaticMaker(calculator="vasp")`` selects VASP with its default settings.
+        VASP jobs need a folder each: ``run_locally(flow, create_folders=True)``.
     models
         uMLIP specs to evaluate; each gets a copy of ``umlip_maker`` with its ``model`` set.
     n_bootstrap, seed
         Bootstrap resamples and seed of the scale's confidence interval.
+    correction_maker
+        When set, each model is also corrected on the labelled frames of each material and the
+        correction verified on the held-out frames (outputs: a VerificationDoc per model).
     """
 
     name: str = "softening"
     md_maker: MDSamplingMaker = field(default_factory=MDSamplingMaker)
     select_maker: FrameSelectionMaker = field(default_factory=FrameSelectionMaker)
-    reference_maker: ReferenceStaticMaker = field(default_factory=ReferenceStaticMaker)
+    reference_maker: ReferenceStaticMaker | VaspReferenceMaker = field(
+        default_factory=ReferenceStaticMaker
+    )
     umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
     models: list[str] = field(default_factory=lambda: ["chgnet"])
     n_bootstrap: int = 1000
     seed: int = 0
+    correction_maker: CorrectionMaker | None = None
+
+    def __post_init__(self) -> None:
+        # The reference is chosen by settings: calculator="vasp" means the VASP maker.
+        ref = self.reference_maker
+        if isinstance(ref, ReferenceStaticMaker) and ref.calculator == "vasp":
+            self.reference_maker = VaspReferenceMaker()
 
     def make(self, structures: list[Structure], material_ids: list[str] | None = None) -> Flow:
         """The flow for ``structures`` (material ids default to reduced formulas)."""
@@ -77,6 +94,13 @@ class SofteningFlowMaker(Maker):
             compare.name = f"compare {material_id} {model}"
             jobs += [umlip, compare]
             docs.append(compare.output)
+            if self.correction_maker is not None:
+                correct = replace(self.correction_maker, model=model).make(references)
+                correct.name = f"{self.correction_maker.name} {material_id} {model}"
+                verify = verify_job(references, correct.output)
+                verify.name = f"verify {material_id} {model}"
+                jobs += [correct, verify]
+                docs.append(verify.output)
         return Flow(jobs, output=docs, name=f"{self.name} {material_id}")
 
 
@@ -125,3 +149,17 @@ def _default_ids(structures: list[Structure]) -> list[str]:
         seen[f] = seen.get(f, 0) + 1
         ids.append(f if seen[f] == 1 else f"{f}-{seen[f]}")
     return ids
+
+
+@dataclass
+class CorrectionFlowMaker(Maker):
+    """Correct a uMLIP on labelled frames and verify it on the held-out ones (two jobs)."""
+
+    name: str = "correct"
+    correction_maker: CorrectionMaker = field(default_factory=CorrectionMaker)
+
+    def make(self, references: list[FrameResult]) -> Flow:
+        """The flow; its output is the :class:`VerificationDoc`."""
+        correct = self.correction_maker.make(references)
+        verify = verify_job(references, correct.output)
+        return Flow([correct, verify], output=verify.output, name=self.name)

@@ -1,0 +1,300 @@
+"""Correct a softened uMLIP on a few high-energy frames per material, and verify on held-out frames."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from jobflow import JobConfig, Maker, job
+from jobflow.core.reference import OnMissing
+
+from softening.analysis.correction import (
+    CORRECTION_METHODS,
+    FRAME_CHOICES,
+    choose_training_frames,
+    correction_factor,
+    train_scalar_layer,
+)
+from softening.analysis.metrics import corrected_force_mae, force_mae, scale_through_origin
+from softening.errors import InputError
+from softening.models.finetune import FINETUNE_MODES, FineTuneSettings
+from softening.stores.documents import (
+    CorrectionResult,
+    FrameResult,
+    GroupVerification,
+    VerificationDoc,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _key(r: FrameResult) -> str:
+    return f"{r.material_id}/{r.frame_id}"
+
+
+def _usable(references: list[FrameResult | dict | None]) -> list[FrameResult]:
+    refs = [FrameResult.model_validate(r) for r in references if r is not None]
+    refs = [r for r in refs if r.forces is not None]
+    for r in refs:
+        if not np.all(np.isfinite(r.forces)) or (
+            r.energy is not None and not np.isfinite(r.energy)
+        ):
+            raise InputError(f"frame {_key(r)} has NaN or infinite labels")
+    return refs
+
+
+def split_frames(
+    refs: list[FrameResult], k: int, choice: str, seed: int = 0
+) -> tuple[list[FrameResult], list[FrameResult]]:
+    """Training and held-out frames, chosen per material (held-out frames are never trained on)."""
+    by_material: dict[str, list[FrameResult]] = defaultdict(list)
+    for r in refs:
+        by_material[r.material_id].append(r)
+    train, held = [], []
+    for mid, frames in sorted(by_material.items()):
+        if len(frames) <= k:
+            raise InputError(
+                f"{mid} has {len(frames)} frame(s): too few to train on {k} and hold any out"
+            )
+        energies = None
+        if all(f.energy is not None for f in frames):
+            energies = [f.energy / len(f.structure) for f in frames]
+        mean_f = [float(np.mean(np.abs(f.forces))) for f in frames]
+        picked = set(choose_training_frames(energies, mean_f, k, choice, seed))
+        train += [f for i, f in enumerate(frames) if i in picked]
+        held += [f for i, f in enumerate(frames) if i not in picked]
+    return train, held
+
+
+def models_folder(store: str | None = None) -> Path:
+    """Where corrected models are saved: the ``models`` folder of the embedded store (``store``,
+    default the ``store`` setting), or ``./softening-models`` beside a database server."""
+    from softening.settings import get_settings
+
+    store = store or get_settings().store
+    if "://" in store or store.endswith((".yaml", ".yml")):
+        return Path("softening-models").resolve()
+    return (Path(store).expanduser() / "models").resolve()
+
+
+@dataclass
+class CorrectionMaker(Maker):
+    """Fit a correction of ``model`` on ``train_frames`` frames per material.
+
+    Attributes
+    ----------
+    name
+        Job name.
+    model
+        uMLIP spec to correct.
+    mode
+        ``scale`` (a scalar on energy, forces and stress, closed form), ``head`` (fine-tune the
+        readout, backbone frozen) or ``full`` (fine-tune everything). head/full: CHGNet.
+    method
+        Closed form of the scale mode: ``lstsq`` (what the paper's trained scalar layer converges
+        to) or ``inverse-scale`` (``c = 1/scale``).
+    train_frames
+        Frames per material to fit on (the paper: 1 for the linear correction, ~10 to fine-tune).
+    frame_choice
+        ``highest-energy`` (default), ``largest-force`` or ``random``.
+    finetune
+        Fine-tuning hyper-parameters (the paper's CHGNet recipe by default).
+    cross_check
+        Also train the paper's scalar layer (Adam on the frozen model's outputs) in scale mode.
+    models_dir
+        Folder the corrected model is saved in (default: ``models`` in the embedded store).
+    seed
+        Seed of the frame choice and the training.
+    """
+
+    name: str = "correct"
+    model: str = "chgnet"
+    mode: str = "scale"
+    method: str = "lstsq"
+    train_frames: int = 1
+    frame_choice: str = "highest-energy"
+    finetune: FineTuneSettings = field(default_factory=FineTuneSettings)
+    cross_check: bool = True
+    models_dir: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in FINETUNE_MODES:
+            raise InputError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+        if self.method not in CORRECTION_METHODS:
+            raise InputError(f"method must be one of {CORRECTION_METHODS}, got {self.method!r}")
+        if self.frame_choice not in FRAME_CHOICES:
+            raise InputError(f"frame choice must be one of {FRAME_CHOICES}")
+        if self.train_frames < 1:
+            raise InputError("train frames must be >= 1")
+
+    @job(config=JobConfig(on_missing_references=OnMissing.NONE))
+    def make(self, references: list[FrameResult | None]) -> CorrectionResult:
+        """Fit the correction on the chosen frames of each material."""
+        return fit_correction(references, self)
+
+
+def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult:
+    """What the correction job does (callable without jobflow)."""
+    from softening.models import load_model
+    from softening.models.corrected import write_model_folder
+    from softening.models.evaluate import evaluate_structures
+
+    t0 = time.perf_counter()
+    refs = _usable(references)
+    train, held = split_frames(refs, maker.train_frames, maker.frame_choice, maker.seed)
+    base = load_model(maker.model)
+    base.check_elements({el.symbol for r in refs for el in r.structure.composition})
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                [r.content_key or _key(r) for r in train],
+                maker.mode,
+                maker.method,
+                maker.finetune.as_dict(),
+                base.weights_sha256,
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:10]
+    name = f"{base.name}+{maker.mode}-{digest}"
+    folder = Path(maker.models_dir or models_folder()) / name
+    factor, trained, weights, history = 1.0, None, None, {}
+    if maker.mode == "scale":
+        preds = evaluate_structures(base, [r.structure for r in train])
+        f_ml = [p.forces for p in preds]
+        f_dft = [np.asarray(r.forces) for r in train]
+        factor = correction_factor(f_ml, f_dft, maker.method)
+        if maker.cross_check and all(r.energy is not None for r in train):
+            trained = train_scalar_layer(
+                [p.energy for p in preds],
+                f_ml,
+                [r.energy for r in train],
+                f_dft,
+                [len(r.structure) for r in train],
+            )
+        hyper = {"method": maker.method}
+    else:
+        if base.family != "chgnet":
+            raise InputError(
+                f"{maker.mode} fine-tuning is implemented for CHGNet; use --mode scale for "
+                f"{base.name}"
+            )
+        from softening.models.finetune import TrainingSet, finetune_chgnet, save_chgnet
+
+        settings = FineTuneSettings(**{**maker.finetune.as_dict(), "mode": maker.mode})
+        data = TrainingSet(
+            structures=[r.structure for r in train],
+            energies=[r.energy for r in train],
+            forces=[np.asarray(r.forces) for r in train],
+            stresses=[None if r.stress is None else np.asarray(r.stress) for r in train],
+            ids=[_key(r) for r in train],
+        )
+        net, history = finetune_chgnet(base.model, data, settings, folder / "checkpoints")
+        weights = "model.pth.tar"
+        save_chgnet(net, folder / weights)
+        hyper = settings.as_dict()
+    write_model_folder(
+        folder,
+        name=name,
+        base={"spec": maker.model, **base.info.model_dump()},
+        mode=maker.mode,
+        factor=factor,
+        weights=weights,
+        train_frames=[_key(r) for r in train],
+        hyperparameters=hyper,
+    )
+    corrected = load_model(str(folder))
+    logger.info("%s: %s fitted on %d frame(s) -> %s", base.name, maker.mode, len(train), folder)
+    return CorrectionResult(
+        base_model=base.info,
+        model=corrected.info,
+        mode=maker.mode,
+        method=maker.method if maker.mode == "scale" else None,
+        factor=factor,
+        trained_factor=trained,
+        train_frames=[_key(r) for r in train],
+        held_out_frames=[_key(r) for r in held],
+        frame_choice=maker.frame_choice,
+        hyperparameters=hyper,
+        training_history=history,
+        wall_time=time.perf_counter() - t0,
+    )
+
+
+def _figures(f_ml: list[np.ndarray], f_dft: list[np.ndarray]) -> dict[str, float]:
+    s = scale_through_origin(f_ml, f_dft)
+    return {"scale": s, "mae": force_mae(f_ml, f_dft), "cmae": corrected_force_mae(f_ml, f_dft, s)}
+
+
+def verify_correction(references: list, correction: CorrectionResult) -> VerificationDoc:
+    """Held-out figures before and after the correction, per group, with warnings."""
+    from softening import __version__
+    from softening.models import load_model
+    from softening.models.evaluate import evaluate_structures
+
+    correction = CorrectionResult.model_validate(correction)
+    held_ids = set(correction.held_out_frames)
+    held = [r for r in _usable(references) if _key(r) in held_ids]
+    if not held:
+        raise InputError("no held-out frame to verify the correction on")
+    structures = [r.structure for r in held]
+    before = [p.forces for p in evaluate_structures(load_model(_spec_of(correction)), structures)]
+    after = [p.forces for p in evaluate_structures(load_model(correction.model.path), structures)]
+    dft = [np.asarray(r.forces) for r in held]
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(held):
+        groups[" ".join(x for x in (r.material_id, r.region) if x)].append(i)
+    rows, warnings = [], []
+    for g, idx in sorted(groups.items()):
+        b = _figures([before[i] for i in idx], [dft[i] for i in idx])
+        a = _figures([after[i] for i in idx], [dft[i] for i in idx])
+        worse = a["mae"] > b["mae"]
+        rows.append(
+            GroupVerification(
+                group=g,
+                n_frames=len(idx),
+                scale_before=b["scale"],
+                scale_after=a["scale"],
+                mae_before=b["mae"],
+                mae_after=a["mae"],
+                cmae_before=b["cmae"],
+                cmae_after=a["cmae"],
+                worse=worse,
+            )
+        )
+        if worse:
+            warnings.append(
+                f"the correction worsens {g}: held-out MAE {b['mae']:.3f} -> {a['mae']:.3f} eV/Å "
+                "(a correction belongs to one material and region; fit it there)"
+            )
+    for w in warnings:
+        logger.warning(w)
+    return VerificationDoc(
+        correction=correction,
+        before=_figures(before, dft),
+        after=_figures(after, dft),
+        groups=rows,
+        warnings=warnings,
+        package_version=__version__,
+    )
+
+
+def _spec_of(correction: CorrectionResult) -> str:
+    """The spec to reload the base model: its weights path where it has one, else its name."""
+    from softening.models.corrected import read_model_folder
+
+    doc = read_model_folder(Path(correction.model.path))
+    return doc["base"]["spec"]
+
+
+@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+def verify_job(references: list, correction: CorrectionResult) -> VerificationDoc:
+    """jobflow job around :func:`verify_correction`."""
+    return verify_correction(references, correction)

@@ -205,6 +205,92 @@ def _parity(docs, path: Path) -> Path | None:
 # ---- commands ------------------------------------------------------------------------------------
 
 
+def _softening_flow(
+    structures: list[Path],
+    *,
+    md_model: str,
+    model: list[str] | None,
+    reference: str,
+    temperature: float,
+    steps: int,
+    timestep: float,
+    stride: int,
+    frames: int,
+    strained: int,
+    ecut: float,
+    kspacing: float,
+    seed: int,
+    store: str | None,
+    strict: bool = False,
+    finetune: str | None = None,
+    train_frames: int = 1,
+    local_checks: bool = True,
+):
+    """The flow of `run` (and `submit`) from its options: inputs checked, makers set, flow made.
+
+    ``local_checks`` also checks that GPAW / VASP are usable here (not on a login node whose jobs
+    run elsewhere). Returns ``(structures, flow maker, flow)``.
+    """
+    import importlib.util
+
+    from softening.datasets.readers import read_structure
+    from softening.makers import (
+        FrameSelectionMaker,
+        MDSamplingMaker,
+        ReferenceStaticMaker,
+        UMLIPStaticMaker,
+    )
+    from softening.makers.finetune import CorrectionMaker, models_folder
+    from softening.stores.factory import resolve_store_spec
+    from softening.workflows import SofteningFlowMaker
+
+    models = _models(model)
+    if local_checks and reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
+        raise SofteningError("GPAW is not installed: run `make setup`, or use --reference emt")
+    if frames < 2 * strained:
+        raise InputError(f"--frames {frames} is fewer than the {2 * strained} strained frames")
+    structs = [read_structure(p) for p in structures]
+    if reference == "vasp":
+        from softening.makers.vasp import VaspReferenceMaker
+
+        reference_maker = VaspReferenceMaker(strict=strict)
+        if local_checks:
+            reference_maker.check_environment(structs)  # VASP and POTCARs, before any job runs
+    else:
+        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
+    elements = {el.symbol for s in structs for el in s.composition}
+    _check_models([md_model, *models], elements)
+    fm = SofteningFlowMaker(
+        md_maker=MDSamplingMaker(
+            model=md_model,
+            temperature=temperature,
+            steps=steps,
+            timestep=timestep,
+            stride=stride,
+            seed=seed,
+        ),
+        select_maker=FrameSelectionMaker(
+            n_frames=frames, n_strained_plus=strained, n_strained_minus=strained, seed=seed
+        ),
+        reference_maker=reference_maker,
+        umlip_maker=UMLIPStaticMaker(),
+        models=models,
+        seed=seed,
+        correction_maker=None
+        if finetune is None
+        else CorrectionMaker(
+            mode=finetune, train_frames=train_frames, seed=seed,
+            models_dir=str(models_folder(resolve_store_spec(store))),
+        ),
+    )
+    if finetune is not None and train_frames >= frames:
+        raise InputError(f"--train-frames {train_frames} leaves none of {frames} frames held out")
+    if reference == "emt":
+        fm.reference_maker.get_calculator(structs[0])  # refuses non-EMT elements up front
+    flow = fm.make(structs)
+    return structs, fm, flow
+
+
 @app.command()
 def run(
     structures: Annotated[list[Path], typer.Argument(help="Structure files (CIF, POSCAR, ...).")],
@@ -239,65 +325,29 @@ def run(
     train_frames: Annotated[int, typer.Option(help="Frames per material to correct on.")] = 1,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
-    import importlib.util
-
-    from softening.datasets.readers import read_structure
-    from softening.makers import (
-        FrameSelectionMaker,
-        MDSamplingMaker,
-        ReferenceStaticMaker,
-        UMLIPStaticMaker,
-    )
-    from softening.makers.finetune import CorrectionMaker, models_folder
     from softening.stores import describe_store, get_job_store
     from softening.stores.documents import SofteningDoc, VerificationDoc
-    from softening.stores.factory import resolve_store_spec
-    from softening.workflows import SofteningFlowMaker
 
     _setup_logging(quiet=as_json)
-    models = _models(model)
-    if reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
-        raise SofteningError("GPAW is not installed: run `make setup`, or use --reference emt")
-    if frames < 2 * strained:
-        raise InputError(f"--frames {frames} is fewer than the {2 * strained} strained frames")
-    structs = [read_structure(p) for p in structures]
-    if reference == "vasp":
-        from softening.makers.vasp import VaspReferenceMaker
-
-        reference_maker = VaspReferenceMaker(strict=strict)
-        reference_maker.check_environment(structs)  # VASP and POTCARs, before any job runs
-    else:
-        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
-    elements = {el.symbol for s in structs for el in s.composition}
-    _check_models([md_model, *models], elements)
-    fm = SofteningFlowMaker(
-        md_maker=MDSamplingMaker(
-            model=md_model,
-            temperature=temperature,
-            steps=steps,
-            timestep=timestep,
-            stride=stride,
-            seed=seed,
-        ),
-        select_maker=FrameSelectionMaker(
-            n_frames=frames, n_strained_plus=strained, n_strained_minus=strained, seed=seed
-        ),
-        reference_maker=reference_maker,
-        umlip_maker=UMLIPStaticMaker(),
-        models=models,
+    structs, fm, flow = _softening_flow(
+        structures,
+        md_model=md_model,
+        model=model,
+        reference=reference,
+        temperature=temperature,
+        steps=steps,
+        timestep=timestep,
+        stride=stride,
+        frames=frames,
+        strained=strained,
+        ecut=ecut,
+        kspacing=kspacing,
         seed=seed,
-        correction_maker=None
-        if finetune is None
-        else CorrectionMaker(
-            mode=finetune, train_frames=train_frames, seed=seed,
-            models_dir=str(models_folder(resolve_store_spec(store))),
-        ),
+        store=store,
+        strict=strict,
+        finetune=finetune,
+        train_frames=train_frames,
     )
-    if finetune is not None and train_frames >= frames:
-        raise InputError(f"--train-frames {train_frames} leaves none of {frames} frames held out")
-    if reference == "emt":
-        fm.reference_maker.get_calculator(structs[0])  # refuses non-EMT elements up front
-    flow = fm.make(structs)
     job_store = get_job_store(store)
     folders = {}
     if reference == "vasp":
@@ -919,6 +969,361 @@ def _check_unique_ids(specs) -> None:
                 f"frame {s.frame_id} of {s.material_id} appears twice; give each dataset once"
             )
         seen.add(key)
+
+
+# ---- on a cluster: FireWorks + SLURM (softening.hpc) ---------------------------------------------
+LaunchpadOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--launchpad",
+        help="FireWorks LaunchPad YAML; ${VAR}s come from the environment. "
+        "[default: SOFTENING_LAUNCHPAD, else ./launchpad.yaml]",
+    ),
+]
+QadapterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--qadapter",
+        help="SLURM queue adapter YAML (partitions per category). "
+        "[default: SOFTENING_QADAPTER, else ./qadapter_slurm.yaml]",
+    ),
+]
+LaunchDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--launch-dir",
+        help="Folder (on the shared filesystem) for queue scripts and job folders. "
+        "[default: ./softening-launches]",
+    ),
+]
+LaunchOpt = Annotated[
+    bool,
+    typer.Option("--launch", help="Submit the READY jobs to SLURM (FireWorks' queue launcher)."),
+]
+
+
+def _queued_rows(queued) -> list[dict[str, Any]]:
+    return [{"slurm_job_id": q.slurm_job_id, "group": q.group, "fw_ids": q.fw_ids} for q in queued]
+
+
+def _launch(lp, qadapter: Path | None, launch_dir: Path | None) -> list:
+    from softening.hpc import launch_ready, load_qadapters
+    from softening.hpc.submit import launch_dir_default
+
+    where = launch_dir.resolve() if launch_dir else launch_dir_default()
+    groups = load_qadapters(qadapter, lp.softening_path, where)
+    return launch_ready(lp, groups, where)
+
+
+def _print_queued(queued) -> None:
+    if not queued:
+        console.print("nothing READY to queue")
+    for q in queued:
+        ids = f" (job {', '.join(map(str, q.fw_ids))})" if q.fw_ids else ""
+        console.print(f"queued SLURM job {q.slurm_job_id} [{q.group}]{ids}", highlight=False)
+
+
+@app.command()
+def submit(
+    structures: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Structure files; none with --launch: queue what is READY."),
+    ] = None,
+    md_model: Annotated[str, typer.Option(help="uMLIP that drives the MD.")] = "chgnet",
+    model: ModelOpt = None,
+    reference: Annotated[
+        str,
+        typer.Option(help="Reference: gpaw, emt, vasp (atomate2 + custodian), or module:Class."),
+    ] = "gpaw",
+    temperature: Annotated[float, typer.Option(help="MD temperature, K.")] = 1000.0,
+    steps: Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps).")] = 10_000,
+    timestep: Annotated[float, typer.Option(help="MD time step, fs.")] = 2.0,
+    stride: Annotated[int, typer.Option(help="Steps between stored MD frames.")] = 10,
+    frames: Annotated[int, typer.Option(help="Frames labelled per material.")] = 10,
+    strained: Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")] = 2,
+    ecut: Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")] = 500.0,
+    kspacing: Annotated[
+        float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")
+    ] = 0.25,
+    seed: SeedOpt = 0,
+    store: StoreOpt = None,
+    strict: StrictOpt = False,
+    finetune: Annotated[
+        str | None,
+        typer.Option(help="Also correct each model (scale, head or full); see `run`."),
+    ] = None,
+    train_frames: Annotated[int, typer.Option(help="Frames per material to correct on.")] = 1,
+    launchpad: LaunchpadOpt = None,
+    qadapter: QadapterOpt = None,
+    launch: LaunchOpt = False,
+    single_job: Annotated[
+        bool,
+        typer.Option(
+            "--single-job",
+            help="No MongoDB: sbatch one script that runs the whole flow (`softening run`) in "
+            "its allocation, results in the store (an embedded folder on the shared filesystem).",
+        ),
+    ] = False,
+    launch_dir: LaunchDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit the workflow of `run` to a cluster: FireWorks LaunchPad + SLURM, or one SLURM job.
+
+    uMLIP jobs (MD, selection, uMLIP statics, comparison) carry the FireWorks category `umlip`,
+    reference jobs `dft`: the queue adapter can send them to different partitions.
+    """
+    from softening.hpc.firetask import worker_store_spec
+    from softening.hpc.submit import launch_dir_default
+
+    _setup_logging(quiet=True)
+    if not structures and (single_job or not launch):
+        raise InputError("give STRUCTURE files to submit (or only --launch to queue READY jobs)")
+    flow_kwargs = {
+        "md_model": md_model,
+        "model": model,
+        "reference": reference,
+        "temperature": temperature,
+        "steps": steps,
+        "timestep": timestep,
+        "stride": stride,
+        "frames": frames,
+        "strained": strained,
+        "ecut": ecut,
+        "kspacing": kspacing,
+        "seed": seed,
+        "strict": strict,
+        "finetune": finetune,
+        "train_frames": train_frames,
+    }
+    spec = worker_store_spec(store) if structures else None
+    where = launch_dir.resolve() if launch_dir else launch_dir_default()
+    if single_job:
+        _submit_single_job(structures, flow_kwargs, spec, qadapter, where, as_json)
+        return
+    from softening.hpc import load_launchpad, submit_flow
+
+    result = None
+    if structures:
+        # Validated here (files, elements, models); GPAW and VASP need only exist on the workers.
+        _, _, flow = _softening_flow(structures, store=spec, local_checks=False, **flow_kwargs)
+        lp = load_launchpad(launchpad)
+        result = submit_flow(lp, flow, store=spec)
+    else:
+        lp = load_launchpad(launchpad)
+    queued = _launch(lp, qadapter, where) if launch else []
+    if as_json:
+        payload: dict[str, Any] = {"queued": _queued_rows(queued)}
+        if result is not None:
+            payload.update(
+                {
+                    "flow_id": result.flow_id,
+                    "flow_uuid": result.flow_uuid,
+                    "name": result.name,
+                    "fw_ids": result.fw_ids,
+                    "categories": result.categories,
+                    "store": result.store,
+                }
+            )
+        print(json.dumps(payload))
+        return
+    if result is not None:
+        from softening.stores import describe_store
+
+        cats = ", ".join(f"{n} {c}" for c, n in result.categories.items() if n)
+        console.print(
+            f"flow {result.flow_id} ({result.name}): {len(result.fw_ids)} jobs ({cats}), "
+            f"results into {describe_store(result.store)}",
+            highlight=False,
+        )
+    if launch:
+        _print_queued(queued)
+    elif result is not None:
+        console.print("queue it with `softening submit --launch`; watch it with `softening status`")
+
+
+def _submit_single_job(
+    structures: list[Path],
+    flow_kwargs: dict[str, Any],
+    spec: str,
+    qadapter: Path | None,
+    where: Path,
+    as_json: bool,
+) -> None:
+    from softening.hpc import load_qadapters, resolve_qadapter_path, submit_single_job
+    from softening.stores import store_kind
+
+    if store_kind(spec) != "embedded":
+        console.print(
+            "[yellow]note:[/] --single-job with a database store: the compute nodes must reach it",
+            highlight=False,
+        )
+    # The same checks as `run` before anything is queued (files, elements, models).
+    _softening_flow(structures, store=spec, local_checks=False, **flow_kwargs)
+    args = [str(p.resolve()) for p in structures]
+    for key, value in flow_kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "model":
+            for m in value or []:
+                args += ["--model", m]
+        elif isinstance(value, bool):
+            args += [flag] if value else []
+        elif value is not None:
+            args += [flag, str(value)]
+    path = resolve_qadapter_path(qadapter, required=False)
+    group = load_qadapters(path, None, where, base_only=True)[0] if path else None
+    job = submit_single_job(args, spec, group, where)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "script": str(job.script),
+                    "slurm_job_id": job.slurm_job_id,
+                    "store": job.store,
+                    "out": str(job.out),
+                }
+            )
+        )
+        return
+    console.print(f"script: {job.script}", highlight=False)
+    console.print(f"SLURM job {job.slurm_job_id}; results into {job.store}", highlight=False)
+
+
+_STATE_STYLE = {
+    "COMPLETED": "green",
+    "RUNNING": "cyan",
+    "RESERVED": "cyan",
+    "READY": "blue",
+    "WAITING": "dim",
+    "FIZZLED": "bold red",
+    "DEFUSED": "magenta",
+    "PAUSED": "magenta",
+}
+
+
+@app.command()
+def status(
+    launchpad: LaunchpadOpt = None,
+    state: Annotated[
+        str | None,
+        typer.Option(help="Only jobs in this state: FIZZLED, RUNNING, RESERVED, READY, WAITING..."),
+    ] = None,
+    flow: Annotated[
+        str | None, typer.Option(help="One flow: its flow id (any of its job ids) or flow uuid.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Flows submitted to the LaunchPad and their jobs, with their states."""
+    from softening.hpc import flow_status, load_launchpad
+
+    lp = load_launchpad(launchpad)
+    flows = flow_status(lp, state=state, flow=flow)
+    if as_json:
+        print(json.dumps({"flows": flows}))
+        return
+    if not flows:
+        console.print("no flows" + (f" with jobs in state {state.upper()}" if state else ""))
+        return
+    for f in flows:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(f["counts"].items()))
+        style = _STATE_STYLE.get(f["state"], "")
+        table = Table(
+            title=f"flow {f['flow_id']} {f['name']}: [{style}]{f['state']}[/] ({counts})",
+            title_justify="left",
+        )
+        for col in ("job", "name", "category", "state", "SLURM job"):
+            table.add_column(col, justify="right" if col in ("job", "SLURM job") else "left")
+        for j in f["jobs"]:
+            st = j["state"]
+            table.add_row(
+                str(j["fw_id"]),
+                j["name"],
+                j["category"] or "-",
+                f"[{_STATE_STYLE.get(st, '')}]{st}[/]" if _STATE_STYLE.get(st) else st,
+                j["slurm_job_id"] or "-",
+            )
+        out_console.print(table)
+
+
+@app.command()
+def rerun(
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Rerun FIZZLED jobs and lost runs.")
+    ] = False,
+    flow: Annotated[
+        str | None, typer.Option(help="Only this flow (flow id, any of its job ids, or uuid).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Only jobs whose name matches (glob, or a substring).")
+    ] = None,
+    fw_id: Annotated[
+        list[int] | None, typer.Option("--fw-id", help="Only this job id; repeat for several.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be rerun; change nothing.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before rerunning without a filter.")
+    ] = False,
+    launchpad: LaunchpadOpt = None,
+    launch: LaunchOpt = False,
+    qadapter: QadapterOpt = None,
+    launch_dir: LaunchDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rerun FIZZLED jobs and lost runs (SLURM job ended, or no heartbeat); COMPLETED ones stay.
+
+    A lost run is a job RESERVED or RUNNING in the LaunchPad whose SLURM job has ended (squeue,
+    scontrol, the jobcomp log, sacct) or whose heartbeat stopped. The jobs that depend on a rerun
+    job run again after it.
+    """
+    from softening.hpc import apply_rerun, load_launchpad, plan_rerun
+
+    if not failed:
+        raise InputError("say what to rerun: --failed (FIZZLED jobs and lost runs)")
+    lp = load_launchpad(launchpad)
+    plan = plan_rerun(lp, flow=flow, name=name, fw_ids=fw_id)
+    ids = plan.fw_ids
+    if not as_json:
+        _print_plan(plan)
+    reset: list[int] = []
+    if ids and not dry_run:
+        if flow is None and name is None and not fw_id and not yes:
+            typer.confirm(f"rerun {len(ids)} job(s) across all flows?", abort=True, err=True)
+        reset = apply_rerun(lp, plan)
+    queued = _launch(lp, qadapter, launch_dir) if launch and not dry_run else []
+    if as_json:
+        payload = {**plan.as_dict(), "dry_run": dry_run, "reset": reset}
+        print(json.dumps({**payload, "queued": _queued_rows(queued)}))
+        return
+    if dry_run:
+        console.print(f"dry run: {len(ids)} job(s) would be rerun")
+    elif ids:
+        console.print(f"rerun {len(ids)} job(s); {len(reset)} job(s) reset with their dependants")
+    if launch and not dry_run:
+        _print_queued(queued)
+
+
+def _print_plan(plan) -> None:
+    if not plan.fw_ids:
+        console.print("nothing to rerun: no FIZZLED job and no lost run")
+    if plan.fw_ids:
+        table = Table(title="Jobs to rerun", title_justify="left")
+        for col in ("job", "name", "why", "SLURM job"):
+            table.add_column(col, justify="right" if col in ("job", "SLURM job") else "left")
+        for d in plan.fizzled:
+            table.add_row(str(d["fw_id"]), d["name"], "FIZZLED", "-")
+        for r in plan.lost:
+            why = f"lost ({r.state}; {r.detected_by}" + (
+                f": {r.slurm_state})" if r.slurm_state else ")"
+            )
+            table.add_row(str(r.fw_id), r.name, why, r.slurm_job_id or "-")
+        out_console.print(table)
+    for u in plan.unchecked:
+        console.print(
+            f"[yellow]not checked:[/] job {u['fw_id']} {u['name']} (SLURM job "
+            f"{u['slurm_job_id']}): {u['reason']}",
+            highlight=False,
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point

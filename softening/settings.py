@@ -97,6 +97,14 @@ class SofteningSettings(BaseSettings):
     reference: str = Field("gpaw", description="Reference calculator: gpaw, emt, or vasp.")
     seed: int = Field(0, description="Seed of MD velocities, frame selection and bootstraps.")
     n_bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples of the scale CI.")
+    launchpad: str | None = Field(
+        None,
+        description="FireWorks LaunchPad YAML (${VAR} placeholders expanded) for submit/status/"
+        "rerun; default ./launchpad.yaml.",
+    )
+    qadapter: str | None = Field(
+        None, description="FireWorks SLURM queue adapter YAML; default ./qadapter_slurm.yaml."
+    )
 
     @classmethod
     def settings_customise_sources(

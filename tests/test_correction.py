@@ -278,3 +278,51 @@ def test_cli_finetune_json(tmp_path):
         timeout=600,
     )
     assert res.returncode == 1 and res.stderr.startswith("error:") and "hold any out" in res.stderr
+
+
+M3GNET_DIR = DATA.parent / "models" / "M3GNet-MP-2021.2.8-PES"
+
+
+@needs(SI)
+@needs(M3GNET_DIR)
+def test_matgl_head_finetune_improves_and_reloads(tmp_path):
+    from softening.models import load_model
+    from softening.models.evaluate import evaluate_structures
+
+    refs = _refs("843")
+    corr = fit_correction(
+        refs,
+        CorrectionMaker(
+            model=str(M3GNET_DIR),
+            mode="head",
+            train_frames=10,
+            models_dir=str(tmp_path),
+            finetune=FineTuneSettings(epochs=2),
+        ),
+    )
+    doc = verify_correction(refs, corr)
+    assert doc.after["mae"] < doc.before["mae"]
+    reloaded = load_model(corr.model.path)
+    assert reloaded.family == "matgl" and reloaded.name == corr.model.name
+    again = evaluate_structures(reloaded, [refs[0].structure])[0]
+    assert again.stress is not None and np.isfinite(again.forces).all()
+
+
+@needs(SI)
+def test_mace_finetune_runs(tiny_mace, tmp_path):
+    from softening.models import load_model
+
+    refs = _refs("843")
+    corr = fit_correction(
+        refs,
+        CorrectionMaker(
+            model=str(tiny_mace),
+            mode="full",
+            train_frames=6,
+            models_dir=str(tmp_path),
+            finetune=FineTuneSettings(epochs=1),
+        ),
+    )
+    m = load_model(corr.model.path)
+    assert m.family == "mace" and (tmp_path / corr.model.name / "model.model").exists()
+    assert set(corr.held_out_frames).isdisjoint(corr.train_frames)

@@ -81,48 +81,6 @@ def test_plan_batches_respects_budget():
 M3GNET_DIR = MODELS / "M3GNet-MP-2021.2.8-PES"
 
 
-@pytest.fixture(scope="session")
-def tiny_mace(tmp_path_factory) -> Path:
-    """A tiny MACE model trained in seconds with mace's own training entry point on mlearn Si.
-
-    MACE-MP-0 weights cannot be downloaded here; the tiny model is saved the same way (a whole
-    pickled module) and loads through the same path a user's MACE-MP-0 file takes.
-    """
-    from ase.io import write
-
-    from softening.datasets import read_frames
-
-    src = DATA / "mlearn" / "Si" / "training.json"
-    if not src.exists():
-        pytest.skip(f"{src} is absent")
-    work = tmp_path_factory.mktemp("mace")
-    frames = read_frames(src)[:20]
-    atoms = []
-    for f in frames:
-        a = f.structure.to_ase_atoms()
-        a.info["REF_energy"] = f.energy
-        a.arrays["REF_forces"] = f.forces
-        atoms.append(a)
-    write(work / "train.extxyz", atoms[:16])
-    write(work / "valid.extxyz", atoms[16:])
-    args = (
-        "--name tiny --train_file train.extxyz --valid_file valid.extxyz --energy_key REF_energy "
-        "--forces_key REF_forces --model MACE --num_interactions 2 --num_channels 8 --max_L 0 "
-        "--r_max 4.0 --max_ell 1 --correlation 2 --num_radial_basis 4 --E0s average "
-        "--batch_size 4 --valid_batch_size 4 --max_num_epochs 2 --device cpu "
-        "--default_dtype float64 --seed 0 --eval_interval 1"
-    ).split()
-    res = subprocess.run(
-        [sys.executable, "-m", "mace.cli.run_train", *args],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    return work / "tiny.model"
-
-
 def test_chgnet_from_checkpoint_path():
     import chgnet
 

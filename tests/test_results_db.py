@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 import time
 import uuid as uuidlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bson
@@ -25,7 +25,7 @@ from softening.errors import InputError, SofteningError
 from softening.settings import SofteningSettings, get_settings, redact
 from softening.stores import CodeInfo, ModelInfo, SofteningDoc, get_job_store
 from softening.stores.chunked import ChunkedStore
-from softening.stores.queries import query_results
+from softening.stores.queries import load_forces, query_results
 
 MOCK_URI = "mongodb://alice:s3cret-pw@mockhost:27017/softening_test"
 MONGO_LIMIT = 16 * 1024 * 1024  # MongoDB's document size limit, bytes
@@ -100,7 +100,11 @@ def _largest_documents(db) -> dict[str, tuple[int, int]]:
         ("mongodb+srv://bob:p%40ss@cluster0.ab.mongodb.net/x", "bob:***@cluster0", "p%40ss"),
         ("mongodb://bob:p@ss@host/db", "bob:***@host/db", "p@ss"),
         ("mongodb://host:1/db?password=zz&w=1", "password=***&w=1", "zz"),
-        ("error: cannot reach mongodb://u:topsecret@h/x (timeout)", "u:***@h/x (timeout)", "topsecret"),
+        (
+            "error: cannot reach mongodb://u:topsecret@h/x (timeout)",
+            "u:***@h/x (timeout)",
+            "topsecret",
+        ),
     ],
 )
 def test_redact_hides_passwords(text, shown, hidden):
@@ -131,7 +135,12 @@ def test_mongo_settings_from_environment(monkeypatch, mongomock_server):
     get_settings.cache_clear()
     store = get_job_store()
     docs = store.docs_store
-    assert (docs.host, docs.port, docs.database, docs.username) == ("db.example.org", 27018, "soft", "bob")
+    assert (docs.host, docs.port, docs.database, docs.username) == (
+        "db.example.org",
+        27018,
+        "soft",
+        "bob",
+    )
     assert docs.password == "pa55"
     assert describe_store(store) == "mongodb://bob@db.example.org:27018/soft"
     # A URI without credentials takes them from the settings (not from the command line).
@@ -258,7 +267,9 @@ def test_chunked_store_round_trip_replace_remove(chunked):
     # a smaller replacement drops the surplus chunks
     chunked.update({"blob_uuid": "b", "data": big[:150].tolist(), "job_uuid": "j"})
     assert 0 < chunked.chunks.count({"files_key": "b"}) < n_chunks
-    assert np.array_equal(np.asarray(chunked.query_one({"blob_uuid": "b"})["data"]), big[:150], equal_nan=True)
+    assert np.array_equal(
+        np.asarray(chunked.query_one({"blob_uuid": "b"})["data"]), big[:150], equal_nan=True
+    )
     # what jobflow calls when it removes a job's outputs
     chunked.remove_docs({"job_uuid": "j"})
     assert chunked.count() == 0 and chunked.chunks.count() == 0
@@ -324,11 +335,13 @@ def _store_trajectory_and_check(spec: str, kind: str, client_cls=None) -> dict[s
     return timings
 
 
+@pytest.mark.slow  # ~30-40 s each, nearly all in jobflow's sanitising of 18 million floats
 def test_trajectory_arrays_embedded_store(tmp_path):
     timings = _store_trajectory_and_check(str(tmp_path / "db"), "embedded")
     assert timings["largest_doc_MB"] < 8.0  # chunks of at most 4 MiB
 
 
+@pytest.mark.slow
 def test_trajectory_arrays_mongomock_gridfs(mongomock_server):
     _store_trajectory_and_check(MOCK_URI, "mongomock", mongomock_server)
 
@@ -621,7 +634,11 @@ def _check_query_and_report(spec: str, tmp: Path) -> None:
     out = tmp / "report"
     rep = json.loads(_cli("report", "--store", spec, "--out", out, "--json").stdout)
     assert len(rep["files"]["parity"]) == 15
-    for f in [*rep["files"]["parity"], rep["files"]["scale_distribution"], rep["files"]["mae_vs_cmae"]]:
+    for f in [
+        *rep["files"]["parity"],
+        rep["files"]["scale_distribution"],
+        rep["files"]["mae_vs_cmae"],
+    ]:
         assert Path(f).stat().st_size > 5000
     assert (out / "parity" / "parity_Cu_CHGNet-0.3.0.png").is_file()
 
@@ -642,6 +659,22 @@ def test_query_report_mongomock_store(tmp_path, mongomock_server):
     assert "s3cret" not in summary and "alice:***@mockhost" in summary
 
 
+@needs(WBM_XYZ)
+def test_evaluate_into_yaml_store_config(tmp_path):
+    db = tmp_path / "db"
+    cfg = tmp_path / "store.yaml"
+    cfg.write_text(
+        f"docs_store: {{type: MontyStore, collection_name: outputs, database_path: {db}}}\n"
+        f"additional_stores:\n  data: {{type: MontyStore, collection_name: data, "
+        f"database_path: {db}}}\n"
+    )
+    _cli("evaluate", WBM_XYZ, "--model", "chgnet", "--store", cfg, "--json")
+    rows = json.loads(_cli("query", "--store", cfg, "--format", "json", "-e", "Y").stdout)
+    assert sorted(r["material_id"] for r in rows) == ["Y2Ge", "Y2SiAg", "YCo3Pt2"]
+    f_ref, f_ml = load_forces(str(cfg), rows[0]["uuid"])
+    assert f_ref.shape == f_ml.shape and f_ref.shape[1] == 3
+
+
 def test_query_needs_an_existing_embedded_store(tmp_path):
     from typer.testing import CliRunner
 
@@ -650,3 +683,14 @@ def test_query_needs_an_existing_embedded_store(tmp_path):
     res = CliRunner().invoke(app, ["query", "--store", str(tmp_path / "nope")])
     assert res.exit_code != 0 and isinstance(res.exception, SofteningError)
     assert not (tmp_path / "nope").exists()
+
+
+def test_chunked_store_projection_and_groupby(chunked):
+    big = np.arange(30000.0).tolist()
+    chunked.update(
+        [{"blob_uuid": "p", "data": big, "g": 1}, {"blob_uuid": "q", "data": [1.0], "g": 1}]
+    )
+    assert chunked.query_one({"blob_uuid": "p"}, properties=["data"])["data"] == big
+    ((group, docs),) = list(chunked.groupby("g", properties=["data"]))
+    assert group == {"g": 1} and sorted(len(d["data"]) for d in docs) == [1, 30000]
+    assert chunked.distinct("blob_uuid") == ["p", "q"] and chunked.count({"g": 1}) == 2

@@ -9,7 +9,6 @@ import shlex
 import subprocess
 import sys
 import tarfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,13 @@ from softening.stores.documents import FrameResult, FrameSpec
 from softening.workflows import SofteningFlowMaker
 
 VASP_OUTPUTS = DATA / "vasp_outputs"
+
+pytestmark = [
+    # pymatgen does not know the fake POTCARs' hashes, and custodian reads the emulated
+    # unconverged runs: both warn, as expected here.
+    pytest.mark.filterwarnings("ignore:POTCAR data with symbol"),
+    pytest.mark.filterwarnings("ignore:.*is an unconverged VASP run"),
+]
 
 # custodian polls a running VASP every polling_time_step seconds (default 10): the emulator
 # finishes in about a second.
@@ -48,8 +54,6 @@ def vasp_env(tmp_path, monkeypatch):
     monkeypatch.setenv("VASP_EMULATOR_LOG", str(log))
     monkeypatch.delenv("VASP_EMULATOR_FAIL", raising=False)
     monkeypatch.delenv("VASP_EMULATOR_CALC", raising=False)
-    # pymatgen warns that it does not know the fake POTCARs' hashes: expected here.
-    warnings.filterwarnings("ignore", message=".*POTCAR.*")
     return log
 
 

@@ -27,7 +27,8 @@ from softening.hpc.config import (
     resolve_launchpad_path,
     resolve_qadapter_path,
 )
-from softening.hpc.rerun import LostRun, RerunPlan, plan_rerun, apply_rerun
+from softening.hpc.firetask import to_workflow
+from softening.hpc.rerun import LostRun, RerunPlan, apply_rerun, plan_rerun
 from softening.hpc.slurm import SlurmJobState, slurm_job_state
 from softening.hpc.status import flow_status
 from softening.hpc.submit import (
@@ -36,7 +37,6 @@ from softening.hpc.submit import (
     launch_ready,
     submit_flow,
     submit_single_job,
-    to_workflow,
 )
 
 __all__ = [

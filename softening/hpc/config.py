@@ -89,7 +89,9 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise InputError(f"cannot read the {what} {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"the {what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise InputError(
+            f"the {what} {path} is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict):
         raise InputError(f"the {what} {path} must hold a mapping")
     return data
@@ -210,7 +212,9 @@ def load_launchpad(path: str | Path | None = None, *, check: bool = True):
         secret = data.get("password")
         if secret:
             message = message.replace(str(secret), "***")
-        raise SofteningError(f"cannot use the LaunchPad {redact(where)}: {redact(message)}") from None
+        raise SofteningError(
+            f"cannot use the LaunchPad {redact(where)}: {redact(message)}"
+        ) from None
     lp.softening_path = str(p)
     return lp
 
@@ -284,8 +288,9 @@ def default_rocket_launch() -> str:
 
 def load_qadapters(
     path: str | Path | None,
-    launchpad: str | Path,
+    launchpad: str | Path | None,
     launch_dir: str | Path,
+    base_only: bool = False,
 ) -> list[QueueGroup]:
     """The queue groups of a queue adapter file (``qadapter_slurm.yaml``).
 
@@ -297,7 +302,8 @@ def load_qadapters(
 
     In ``rocket_launch`` the placeholders ``{python}``, ``{launchpad}``, ``{qadapter}``,
     ``{launch_dir}`` and ``{categories}`` are filled with absolute paths and this group's
-    categories; ``${VAR}`` / ``${VAR:-default}`` come from the environment.
+    categories; ``${VAR}`` / ``${VAR:-default}`` come from the environment. ``base_only`` ignores
+    the ``categories`` section (one group for everything, e.g. the ``--single-job`` script).
 
     Raises
     ------
@@ -317,7 +323,7 @@ def load_qadapters(
             f"(known: {', '.join(CATEGORIES)})"
         )
     base = _adapter_params(data, p)
-    if sections:
+    if sections and not base_only:
         # A category without a section of its own still needs a queue: the base values.
         groups = [
             QueueGroup(cat, [cat], {**base, **_adapter_params(sections.get(cat) or {}, p)})
@@ -327,10 +333,11 @@ def load_qadapters(
         groups = [QueueGroup("all", list(CATEGORIES), base)]
     fill = {
         "python": sys.executable,
-        "launchpad": str(Path(launchpad).resolve()),
         "qadapter": str(p),
         "launch_dir": str(Path(launch_dir).resolve()),
     }
+    if launchpad is not None:
+        fill["launchpad"] = str(Path(launchpad).resolve())
     for g in groups:
         g.params.setdefault("rocket_launch", default_rocket_launch())
         g.params["rocket_launch"] = _fill(

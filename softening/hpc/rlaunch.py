@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the worker; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # FireWorks and jobflow log through handlers of their own; the package's loggers need one.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    pkg = logging.getLogger("softening")
+    pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
     from fireworks import FWorker
     from fireworks.core.rocket_launcher import launch_rocket
     from fireworks.utilities.fw_utilities import create_datestamp_dir
@@ -61,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cats = [c.strip() for c in args.categories.split(",") if c.strip()]
     env = {"slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    fworker = FWorker(
-        name=worker_name(), category=cats[0] if len(cats) == 1 else cats, env=env
-    )
+    fworker = FWorker(name=worker_name(), category=cats[0] if len(cats) == 1 else cats, env=env)
     if args.mode == "singleshot":
         launch_rocket(lp, fworker, fw_id=args.fw_id, strm_lvl="INFO")
     else:

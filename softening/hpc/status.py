@@ -41,7 +41,9 @@ def flow_query(lp: LaunchPad, flow: str | int | None) -> dict[str, Any]:
     else:
         query = {"metadata.flow_uuid": text}
     if lp.workflows.count_documents(query) == 0:
-        raise InputError(f"no flow {text} in the LaunchPad (give a flow id from `softening status`)")
+        raise InputError(
+            f"no flow {text} in the LaunchPad (give a flow id from `softening status`)"
+        )
     return query
 
 
@@ -86,8 +88,16 @@ def flow_status(
         fws = list(
             lp.fireworks.find(
                 {"fw_id": {"$in": nodes}},
-                {"fw_id": 1, "name": 1, "state": 1, "launches": 1, "spec._category": 1,
-                 "spec._tasks": 1, "updated_on": 1},
+                {
+                    "fw_id": 1,
+                    "name": 1,
+                    "state": 1,
+                    "launches": 1,
+                    "spec._category": 1,
+                    # Only the job uuid: the task holds the whole serialized job (structures...).
+                    "spec._tasks.job.uuid": 1,
+                    "updated_on": 1,
+                },
             )
         )
         launch_ids = [lid for fw in fws for lid in fw.get("launches", [])]

@@ -106,6 +106,7 @@ def submit_flow(
         Extra workflow metadata.
     """
     spec = worker_store_spec(store)
+    _initialize_if_new(lp)
     meta = {"softening": True, "flow_uuid": flow.uuid, **(metadata or {})}
     wf = to_workflow(flow, spec, metadata=meta)
     old_to_new = lp.add_wf(wf)
@@ -124,6 +125,17 @@ def submit_flow(
         categories=counts,
         store=spec,
     )
+
+
+def _initialize_if_new(lp: LaunchPad) -> None:
+    """Set up the id counters of a new, empty FireWorks database (what ``lpad reset`` does)."""
+    if lp.fw_id_assigner.count_documents({}) == 0:
+        if lp.fireworks.count_documents({}) or lp.workflows.count_documents({}):
+            raise SofteningError(
+                "the LaunchPad database holds Fireworks but no id counters: repair it, or use "
+                "another database (SOFTENING_LAUNCHPAD_DATABASE)"
+            )
+        lp.reset(None, require_password=False, max_reset_wo_password=0)
 
 
 def launch_dir_default() -> Path:
@@ -175,7 +187,7 @@ def launch_ready(
         adapter = g.adapter()
         while lp.run_exists(fworker) and (not max_jobs or len(queued) < max_jobs):
             if block is None:
-                block = Path(create_datestamp_dir(str(base), _quiet_logger(), prefix="block_"))
+                block = Path(create_datestamp_dir(str(base), logger, prefix="block_"))
             before = _reserved_launches(lp) if g.reserve else set()
             rid = launch_rocket_to_queue(
                 lp,
@@ -198,11 +210,6 @@ def launch_ready(
             if not g.reserve:
                 break  # one rapidfire worker per group runs all its READY jobs
     return queued
-
-
-def _quiet_logger() -> logging.Logger:
-    log = logging.getLogger("softening.hpc.launch")
-    return log
 
 
 def _reserved_launches(lp: LaunchPad) -> set[int]:
@@ -272,7 +279,17 @@ def submit_single_job(
     folder = Path(launch_dir).resolve() / f"single_{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "results"
-    cmd = [sys.executable, "-m", "softening.cli", "run", *run_args, "--store", spec, "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "softening.cli",
+        "run",
+        *run_args,
+        "--store",
+        spec,
+        "--out",
+        str(out),
+    ]
     params: dict[str, Any] = dict(group.params) if group else {"nodes": 1, "ntasks": 1}
     params.pop("q_type", None)
     template = params.pop("template_file", None)

@@ -95,7 +95,8 @@ class CorrectionMaker(Maker):
         uMLIP spec to correct.
     mode
         ``scale`` (a scalar on energy, forces and stress, closed form), ``head`` (fine-tune the
-        readout, backbone frozen) or ``full`` (fine-tune everything). head/full: CHGNet.
+        readout, backbone frozen) or ``full`` (fine-tune everything) with the family's trainer:
+        CHGNet's ``Trainer``, matgl's Lightning module, mace's ``run_train``.
     method
         Closed form of the scale mode: ``lstsq`` (what the paper's trained scalar layer converges
         to) or ``inverse-scale`` (``c = 1/scale``).
@@ -181,12 +182,13 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
             )
         hyper = {"method": maker.method}
     else:
-        if base.family != "chgnet":
-            raise InputError(
-                f"{maker.mode} fine-tuning is implemented for CHGNet; use --mode scale for "
-                f"{base.name}"
-            )
-        from softening.models.finetune import TrainingSet, finetune_chgnet, save_chgnet
+        from softening.models.finetune import (
+            TrainingSet,
+            finetune_chgnet,
+            finetune_mace,
+            finetune_matgl,
+            save_chgnet,
+        )
 
         settings = FineTuneSettings(**{**maker.finetune.as_dict(), "mode": maker.mode})
         data = TrainingSet(
@@ -196,9 +198,25 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
             stresses=[None if r.stress is None else np.asarray(r.stress) for r in train],
             ids=[_key(r) for r in train],
         )
-        net, history = finetune_chgnet(base.model, data, settings, folder / "checkpoints")
-        weights = "model.pth.tar"
-        save_chgnet(net, folder / weights)
+        if any(e is None for e in data.energies):
+            raise InputError("fine-tuning needs reference energies for every training frame")
+        work = folder / "training"
+        if base.family == "chgnet":
+            net, history = finetune_chgnet(base.model, data, settings, work)
+            weights = "model.pth.tar"
+            save_chgnet(net, folder / weights)
+        elif base.family == "matgl":
+            pot, history = finetune_matgl(base.model, data, settings, work)
+            weights = "model"
+            pot.save(str(folder / weights))
+        elif base.family == "mace":
+            if base.path is None:
+                raise InputError("MACE fine-tuning needs the foundation model as a local file")
+            out, history = finetune_mace(Path(base.path), data, settings, work, dtype=base.dtype)
+            weights = "model.model"
+            (folder / weights).write_bytes(out.read_bytes())
+        else:  # pragma: no cover - every family of the factory is handled above
+            raise InputError(f"no fine-tuning for model family {base.family!r}")
         hyper = settings.as_dict()
     write_model_folder(
         folder,

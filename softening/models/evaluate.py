@@ -146,6 +146,8 @@ def _evaluate_matgl(model, structures, memory_gb, progress) -> list[Prediction]:
         e = e.reshape(-1)  # a batch of one comes back 0-dim
         sizes = [b[0].num_nodes for b in batch]
         forces = torch.split(f, sizes)
+        if st.numel() != 9 * len(batch):  # a potential built without stresses returns a stub
+            return [(float(e[i].detach()), _np(forces[i]), None) for i in range(len(batch))]
         st = st.reshape(len(batch), 3, 3)
         return [
             (float(e[i].detach()), _np(forces[i]), _np(st[i]) * EV_PER_A3_PER_GPA)

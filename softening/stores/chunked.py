@@ -221,6 +221,8 @@ class ChunkedStore(Store):
         wanted = _wants(properties, self.field)
         if properties is not None:
             properties = _with(properties, self.CHUNK_INFO)
+            if wanted:  # the chunks are found by the document's key
+                properties = _with(properties, self.key)
         for doc in self.store.query(
             criteria=criteria, properties=properties, sort=sort, skip=skip, limit=limit
         ):
@@ -259,7 +261,8 @@ class ChunkedStore(Store):
         wanted = _wants(properties, self.field)
         if properties is not None:
             properties = _with(properties, self.CHUNK_INFO)
-            properties = _with(properties, self.key)
+            if wanted:
+                properties = _with(properties, self.key)
         for group, docs in self.store.groupby(
             keys, criteria=criteria, properties=properties, sort=sort, skip=skip, limit=limit
         ):

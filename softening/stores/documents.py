@@ -201,12 +201,18 @@ class CorrectionResult(BaseModel):
     base_model: ModelInfo = Field(description="The uMLIP that was corrected.")
     model: ModelInfo = Field(description="The corrected model (name, path of its folder).")
     mode: str = Field(description="scale (linear), head (readout only) or full fine-tune.")
-    method: str | None = Field(None, description="Closed form of the scale mode: lstsq, inverse-scale.")
-    factor: float = Field(1.0, description="Scalar c multiplying energy, forces, stress (dimensionless).")
+    method: str | None = Field(
+        None, description="Closed form of the scale mode: lstsq, inverse-scale."
+    )
+    factor: float = Field(
+        1.0, description="Scalar c multiplying energy, forces, stress (dimensionless)."
+    )
     trained_factor: float | None = Field(
         None, description="c of the paper's trained scalar layer (cross-check), dimensionless."
     )
-    train_frames: list[str] = Field(description="'material/frame' ids the correction was fitted on.")
+    train_frames: list[str] = Field(
+        description="'material/frame' ids the correction was fitted on."
+    )
     held_out_frames: list[str] = Field(description="'material/frame' ids never trained on.")
     frame_choice: str = Field(description="How training frames were chosen per material.")
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Training settings.")

@@ -1150,7 +1150,7 @@ def _submit_single_job(
     as_json: bool,
 ) -> None:
     from softening.hpc import load_qadapters, resolve_qadapter_path, submit_single_job
-    from softening.stores import store_kind
+    from softening.stores.factory import store_kind
 
     if store_kind(spec) != "embedded":
         console.print(

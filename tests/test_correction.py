@@ -326,3 +326,7 @@ def test_mace_finetune_runs(tiny_mace, tmp_path):
     m = load_model(corr.model.path)
     assert m.family == "mace" and (tmp_path / corr.model.name / "model.model").exists()
     assert set(corr.held_out_frames).isdisjoint(corr.train_frames)
+    # The scale mode works for MACE too: its batched path applies c exactly once.
+    scaled = fit_correction(refs, CorrectionMaker(model=str(tiny_mace), models_dir=str(tmp_path)))
+    doc = verify_correction(refs, scaled)
+    assert doc.after["scale"] == pytest.approx(scaled.factor * doc.before["scale"], rel=1e-6)

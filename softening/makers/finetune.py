@@ -75,12 +75,12 @@ def split_frames(
 def models_folder(store: str | None = None) -> Path:
     """Where corrected models are saved: the ``models`` folder of the embedded store (``store``,
     default the ``store`` setting), or ``./softening-models`` beside a database server."""
-    from softening.settings import get_settings
+    from softening.stores.factory import resolve_store_spec, store_kind
 
-    store = store or get_settings().store
-    if "://" in store or store.endswith((".yaml", ".yml")):
+    spec = resolve_store_spec(store)
+    if store_kind(spec) != "embedded":
         return Path("softening-models").resolve()
-    return (Path(store).expanduser() / "models").resolve()
+    return (Path(spec).expanduser() / "models").resolve()
 
 
 @dataclass

@@ -163,7 +163,7 @@ def _evaluate_mace(model, structures, memory_gb, progress) -> list[Prediction]:
     from mace.tools import torch_geometric, torch_tools
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    calc = model.calculator()  # holds the z table, cutoff and heads of this model
+    calc = model._calculator()  # unscaled; holds the z table, cutoff and heads of this model
     keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={"charges": "Qs"})
     graphs = []
     t0 = time.perf_counter()

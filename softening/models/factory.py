@@ -348,11 +348,14 @@ def _load_corrected(folder: Path, device: str, dtype: str) -> LoadedModel:
 def _saved_model_folder(spec: str) -> Path | None:
     """A corrected model saved under the store's ``models`` folder, looked up by id."""
     from softening.models.corrected import MODEL_FILE
+    from softening.stores.factory import store_kind
 
     store = get_settings().store
-    if "://" in store or store.endswith((".yaml", ".yml")):
-        return None
-    folder = Path(store).expanduser() / "models" / spec
+    folder = (
+        Path(store).expanduser() / "models" / spec
+        if store_kind(store) == "embedded"
+        else Path("softening-models") / spec
+    )
     return folder if (folder / MODEL_FILE).is_file() else None
 
 

@@ -383,11 +383,14 @@ def _is_connection_error(exc: BaseException) -> bool:
 def _one_line(exc: BaseException, uri: str | None) -> str:
     """The first line of an exception's message, credentials removed."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # pymongo appends a long topology description after a comma and "Timeout:"; keep the gist.
-    text = text.split(", Timeout:")[0]
+    # pymongo appends timeouts and a long topology description; keep the gist.
+    text = text.split(", Timeout:")[0].split(" (configured timeouts")[0]
     text = redact(text)
     for secret in _secrets(uri):
-        text = text.replace(secret, "***")
+        # A literal password in free text (not in a URI). Very short ones are skipped: replacing
+        # every "b" of a message would garble it, and a 3-character password is no secret.
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
     return text
 
 

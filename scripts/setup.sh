@@ -9,10 +9,12 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.softening-installed"
 PYTHON=${PYTHON:-python3.11}
 APT_PKGS="libxc-dev libopenblas-dev libfftw3-dev pkg-config"
+# SLURM and munge: tests/test_slurm.py starts a private single-node cluster from them (~20 s install;
+# nothing is started or enabled here).
 SLURM_PKGS="slurmctld slurmd slurm-client munge"
 
 missing=()
-for p in $APT_PKGS ${SOFTENING_WITH_SLURM:+$SLURM_PKGS}; do
+for p in $APT_PKGS $SLURM_PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -22,7 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "[setup] please install the Debian packages GPAW needs: sudo apt-get install ${missing[*]}" >&2
+    echo "[setup] please install the Debian packages GPAW (and the SLURM tests) need:" \
+      "sudo apt-get install ${missing[*]}" >&2
   fi
 fi
 

@@ -559,6 +559,10 @@ def finetune(
     ] = "highest-energy",
     method: Annotated[str, typer.Option(help="Scale mode: lstsq or inverse-scale.")] = "lstsq",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (the paper: 100).")] = 100,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="MACE: extxyz of the foundation model's data, for multi-head replay."),
+    ] = None,
     store: StoreOpt = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -574,7 +578,11 @@ def finetune(
     _setup_logging(quiet=as_json)
     maker = CorrectionMaker(
         model=model, mode=mode, method=method, train_frames=train_frames,
-        frame_choice=frame_choice, finetune=FineTuneSettings(epochs=epochs, seed=seed), seed=seed,
+        frame_choice=frame_choice,
+        finetune=FineTuneSettings(
+            epochs=epochs, seed=seed, replay_data=str(replay) if replay else None
+        ),
+        seed=seed,
         models_dir=str(models_folder(resolve_store_spec(store))),
     )
     frames, _ = _labelled_frames(datasets, strict, select)

@@ -4,7 +4,9 @@ Reference jobs run in SLURM jobs, where no keyword arguments reach the calculato
 files in the folder named by ``SOFTENING_TEST_CONTROL`` (the environment reaches the job through
 ``sbatch``). A control file is *claimed* by renaming it, so exactly one calculation acts on it:
 
-- ``fail``: the calculation that claims it raises (the job ends FIZZLED);
+- ``fail``: the calculation that claims it raises, and so does every later one of the same
+  structure in that process (the reference job retries once without the force-consistent energy),
+  so the job ends FIZZLED; a new process (the rerun) computes it;
 - ``hold``: the calculation that claims it writes ``holding`` (its SLURM job id) and sleeps, until
   the test cancels its SLURM job.
 
@@ -29,17 +31,24 @@ def _claim(path: Path) -> bool:
         return False
 
 
+def _digest(atoms) -> str:
+    return hashlib.sha1(atoms.get_positions().round(6).tobytes()).hexdigest()
+
+
 class ControlledEMT(EMT):
     """EMT that fails or hangs once on request (see the module docstring)."""
 
+    _failing: set[str] = set()
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=None):
         control = Path(os.environ["SOFTENING_TEST_CONTROL"])
-        if _claim(control / "fail"):
+        digest = _digest(atoms if atoms is not None else self.atoms)
+        if digest in self._failing or _claim(control / "fail"):
+            self._failing.add(digest)
             raise RuntimeError("injected reference failure")
         if _claim(control / "hold"):
             (control / "holding").write_text(os.environ.get("SLURM_JOB_ID", "?"))
             time.sleep(600)
         super().calculate(atoms, properties, system_changes or ["positions"])
-        digest = hashlib.sha1(self.atoms.get_positions().round(6).tobytes()).hexdigest()
         with open(control / "computed.log", "a") as fh:
             fh.write(digest + "\n")

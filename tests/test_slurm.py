@@ -135,6 +135,37 @@ def test_workflow_categories_and_serialized_tasks(tmp_path):
     assert isinstance(task, SofteningJobFiretask) and task["store_spec"] == str(tmp_path / "db")
 
 
+def test_jobs_a_job_creates_keep_its_category_and_store(tmp_path):
+    # VASP reference jobs replace themselves with atomate2's jobs: those must stay `dft` jobs and
+    # write to the same store, without the opened store ever entering the task.
+    from softening.hpc.firetask import SofteningJobFiretask
+
+    task = SofteningJobFiretask(job=_replaced(3), store_spec=str(tmp_path / "db"))
+    action = task.run_task({"_category": "dft"})
+    (wf,) = action.detours
+    (fw,) = wf.fws
+    assert fw.spec["_category"] == "dft"
+    (t,) = fw.tasks
+    assert isinstance(t, SofteningJobFiretask) and t["store_spec"] == str(tmp_path / "db")
+    assert "store" not in task and "store" not in t
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def _replace_with_double(x: int):
+    from jobflow import Response, job
+
+    return Response(replace=job(_double)(x))
+
+
+def _replaced(x: int):
+    from jobflow import job
+
+    return job(_replace_with_double)(x)
+
+
 def test_rerun_needs_failed():
     res = subprocess.run([*CLI, "rerun"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 1 and res.stderr.startswith("error:") and "--failed" in res.stderr
@@ -162,6 +193,32 @@ def slurm():
         else:
             os.environ["SLURM_CONF"] = old
         cluster.stop()
+
+
+def test_slurm_state_from_squeue_scontrol_and_jobcomp(slurm, tmp_path):
+    from softening.hpc import slurm as sl
+
+    jid = sl.sbatch(_script(tmp_path, "sleep 60"), cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while sl.slurm_job_state(jid).state != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    st = sl.slurm_job_state(jid)
+    assert (st.state, st.source, st.alive) == ("RUNNING", "squeue", True)
+    slurm.run("scancel", jid)
+    slurm.wait_idle(60)
+    st = sl.slurm_job_state(jid)
+    assert st.state == "CANCELLED" and st.ended  # squeue -t all, within MinJobAge
+    # After MinJobAge only the jobcomp log (or sacct with slurmdbd) remembers the job.
+    assert sl._scontrol_state(jid).state == "CANCELLED"
+    assert sl._jobcomp_state(jid).state == "CANCELLED"
+    assert sl.jobcomp_log() == slurm.jobcomp
+    assert sl.slurm_job_state("999999").state == "ENDED"  # unknown to the controller: not alive
+
+
+def _script(folder: Path, command: str) -> Path:
+    path = folder / "job.sh"
+    path.write_text(f"#!/bin/bash\n#SBATCH --job-name=probe\n{command}\n")
+    return path
 
 
 @dataclass

@@ -188,7 +188,6 @@ def launch_ready(
         while lp.run_exists(fworker) and (not max_jobs or len(queued) < max_jobs):
             if block is None:
                 block = Path(create_datestamp_dir(str(base), logger, prefix="block_"))
-            before = _reserved_launches(lp) if g.reserve else set()
             rid = launch_rocket_to_queue(
                 lp,
                 fworker,
@@ -205,20 +204,11 @@ def launch_ready(
                     f"the queue refused the {g.name} job script (see the error above; the script "
                     f"is in {block})"
                 )
-            fw_ids = sorted(_fw_ids_of_new_reservation(lp, before)) if g.reserve else []
+            fw_ids = sorted(lp.get_fw_ids_from_reservation_id(rid)) if g.reserve else []
             queued.append(QueuedJob(str(rid), g.name, fw_ids))
             if not g.reserve:
                 break  # one rapidfire worker per group runs all its READY jobs
     return queued
-
-
-def _reserved_launches(lp: LaunchPad) -> set[int]:
-    return {d["launch_id"] for d in lp.launches.find({"state": "RESERVED"}, {"launch_id": 1})}
-
-
-def _fw_ids_of_new_reservation(lp: LaunchPad, before: set[int]) -> set[int]:
-    now = lp.launches.find({"state": "RESERVED"}, {"launch_id": 1, "fw_id": 1})
-    return {d["fw_id"] for d in now if d["launch_id"] not in before}
 
 
 # ---- --single-job ---------------------------------------------------------------------------------

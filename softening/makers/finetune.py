@@ -212,7 +212,10 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
         elif base.family == "mace":
             if base.path is None:
                 raise InputError("MACE fine-tuning needs the foundation model as a local file")
-            out, history = finetune_mace(Path(base.path), data, settings, work, dtype=base.dtype)
+            replay = Path(settings.replay_data) if settings.replay_data else None
+            out, history = finetune_mace(
+                Path(base.path), data, settings, work, dtype=base.dtype, replay=replay
+            )
             weights = "model.model"
             (folder / weights).write_bytes(out.read_bytes())
         else:  # pragma: no cover - every family of the factory is handled above

@@ -52,6 +52,7 @@ class FineTuneSettings:
     batch_size: int = 4
     val_fraction: float = 0.1
     seed: int = 0
+    replay_data: str | None = None  # MACE: extxyz of the foundation's data for multi-head replay
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

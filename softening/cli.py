@@ -279,7 +279,9 @@ def _softening_flow(
         correction_maker=None
         if finetune is None
         else CorrectionMaker(
-            mode=finetune, train_frames=train_frames, seed=seed,
+            mode=finetune,
+            train_frames=train_frames,
+            seed=seed,
             models_dir=str(models_folder(resolve_store_spec(store))),
         ),
     )
@@ -319,8 +321,10 @@ def run(
     strict: StrictOpt = False,
     finetune: Annotated[
         str | None,
-        typer.Option(help="Also correct each model (scale, head or full) on --train-frames "
-                     "frames per material and verify on the others."),
+        typer.Option(
+            help="Also correct each model (scale, head or full) on --train-frames "
+            "frames per material and verify on the others."
+        ),
     ] = None,
     train_frames: Annotated[int, typer.Option(help="Frames per material to correct on.")] = 1,
 ) -> None:
@@ -415,7 +419,8 @@ def _labelled_frames(datasets: list[Path], strict: bool, select: list[str] | Non
         frames.extend(f for f in kept if f.is_labelled)
     for text in select or []:
         frames = [
-            f for f in frames
+            f
+            for f in frames
             if any(text in (x or "") for x in (f.material_key, f.formula, f.group, f.description))
         ]
     if not frames:
@@ -434,7 +439,9 @@ def _as_references(frames) -> tuple[list, list]:
     for f in frames:
         mid = f.material_key
         specs.append(
-            FrameSpec(frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure)
+            FrameSpec(
+                frame_id=f.frame_id, material_id=mid, formula=f.formula, structure=f.structure
+            )
         )
         refs.append(
             FrameResult(
@@ -551,8 +558,10 @@ def finetune(
     ] = 1,
     select: Annotated[
         list[str] | None,
-        typer.Option(help="Keep frames whose material, formula, group or description contains "
-                     "this text; repeat to require several (e.g. --select AIMD --select '843 K')."),
+        typer.Option(
+            help="Keep frames whose material, formula, group or description contains "
+            "this text; repeat to require several (e.g. --select AIMD --select '843 K')."
+        ),
     ] = None,
     frame_choice: Annotated[
         str, typer.Option(help="highest-energy, largest-force or random.")
@@ -577,7 +586,10 @@ def finetune(
 
     _setup_logging(quiet=as_json)
     maker = CorrectionMaker(
-        model=model, mode=mode, method=method, train_frames=train_frames,
+        model=model,
+        mode=mode,
+        method=method,
+        train_frames=train_frames,
         frame_choice=frame_choice,
         finetune=FineTuneSettings(
             epochs=epochs, seed=seed, replay_data=str(replay) if replay else None
@@ -617,8 +629,12 @@ def finetune(
         table.add_column(col, justify="left" if col == "group" else "right")
     for g in doc.groups:
         table.add_row(
-            g.group, str(g.n_frames), f"{g.scale_before:.3f}", f"{g.scale_after:.3f}",
-            f"{g.mae_before:.3f}", f"[red]{g.mae_after:.3f}[/]" if g.worse else f"{g.mae_after:.3f}",
+            g.group,
+            str(g.n_frames),
+            f"{g.scale_before:.3f}",
+            f"{g.scale_after:.3f}",
+            f"{g.mae_before:.3f}",
+            f"[red]{g.mae_after:.3f}[/]" if g.worse else f"{g.mae_after:.3f}",
         )
     out_console.print(table)
     b, a = doc.before, doc.after
@@ -985,7 +1001,7 @@ LaunchpadOpt = Annotated[
     typer.Option(
         "--launchpad",
         help="FireWorks LaunchPad YAML; ${VAR}s come from the environment. "
-        "[default: SOFTENING_LAUNCHPAD, else ./launchpad.yaml]",
+        "(default: SOFTENING_LAUNCHPAD, else ./launchpad.yaml)",
     ),
 ]
 QadapterOpt = Annotated[
@@ -993,7 +1009,7 @@ QadapterOpt = Annotated[
     typer.Option(
         "--qadapter",
         help="SLURM queue adapter YAML (partitions per category). "
-        "[default: SOFTENING_QADAPTER, else ./qadapter_slurm.yaml]",
+        "(default: SOFTENING_QADAPTER, else ./qadapter_slurm.yaml)",
     ),
 ]
 LaunchDirOpt = Annotated[
@@ -1001,7 +1017,7 @@ LaunchDirOpt = Annotated[
     typer.Option(
         "--launch-dir",
         help="Folder (on the shared filesystem) for queue scripts and job folders. "
-        "[default: ./softening-launches]",
+        "(default: ./softening-launches)",
     ),
 ]
 LaunchOpt = Annotated[
@@ -1077,8 +1093,7 @@ def submit(
 ) -> None:
     """Submit the workflow of `run` to a cluster: FireWorks LaunchPad + SLURM, or one SLURM job.
 
-    uMLIP jobs (MD, selection, uMLIP statics, comparison) carry the FireWorks category `umlip`,
-    reference jobs `dft`: the queue adapter can send them to different partitions.
+    uMLIP jobs get the FireWorks category `umlip`, reference jobs `dft` (a partition for each).
     """
     from softening.hpc.firetask import worker_store_spec
     from softening.hpc.submit import launch_dir_default
@@ -1280,9 +1295,7 @@ def rerun(
 ) -> None:
     """Rerun FIZZLED jobs and lost runs (SLURM job ended, or no heartbeat); COMPLETED ones stay.
 
-    A lost run is a job RESERVED or RUNNING in the LaunchPad whose SLURM job has ended (squeue,
-    scontrol, the jobcomp log, sacct) or whose heartbeat stopped. The jobs that depend on a rerun
-    job run again after it.
+    Lost: RESERVED/RUNNING in the LaunchPad, but its SLURM job has ended or its heartbeat stopped.
     """
     from softening.hpc import apply_rerun, load_launchpad, plan_rerun
 
@@ -1306,7 +1319,7 @@ def rerun(
     if dry_run:
         console.print(f"dry run: {len(ids)} job(s) would be rerun")
     elif ids:
-        console.print(f"rerun {len(ids)} job(s); {len(reset)} job(s) reset with their dependants")
+        console.print(f"rerun {len(reset)} job(s); the jobs depending on them run after them")
     if launch and not dry_run:
         _print_queued(queued)
 
@@ -1319,7 +1332,7 @@ def _print_plan(plan) -> None:
         for col in ("job", "name", "why", "SLURM job"):
             table.add_column(col, justify="right" if col in ("job", "SLURM job") else "left")
         for d in plan.fizzled:
-            table.add_row(str(d["fw_id"]), d["name"], "FIZZLED", "-")
+            table.add_row(str(d["fw_id"]), d["name"], "FIZZLED", d["slurm_job_id"] or "-")
         for r in plan.lost:
             why = f"lost ({r.state}; {r.detected_by}" + (
                 f": {r.slurm_state})" if r.slurm_state else ")"

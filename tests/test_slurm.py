@@ -166,6 +166,31 @@ def _replaced(x: int):
     return job(_replace_with_double)(x)
 
 
+def test_unreachable_launchpad_is_one_line_without_the_password(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there afterwards
+    lp = tmp_path / "lp.yaml"
+    lp.write_text((ROOT / "launchpad.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "MONGOMOCK_SERVERSTORE_FILE"}
+    env.update(
+        SOFTENING_MONGO_HOST="127.0.0.1",
+        SOFTENING_MONGO_PORT=str(port),
+        SOFTENING_MONGO_USERNAME="alice",
+        SOFTENING_MONGO_PASSWORD="hunter2-secret",
+        SOFTENING_MONGO_TIMEOUT="1",
+    )
+    res = subprocess.run(
+        [*CLI, "status", "--launchpad", lp], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 1, res.stderr
+    err = res.stderr.strip()
+    assert err.startswith("error: cannot use the LaunchPad 127.0.0.1") and "\n" not in err
+    assert "hunter2" not in res.stderr + res.stdout and "Traceback" not in res.stderr
+
+
 def test_rerun_needs_failed():
     res = subprocess.run([*CLI, "rerun"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 1 and res.stderr.startswith("error:") and "--failed" in res.stderr
@@ -366,7 +391,9 @@ def test_fizzled_reference_is_rerun_and_completes_the_flow(ws):
     (ws.control / "fail").write_text("")
     sub = ws.json("submit", ws.cif, *FLOW_ARGS, "--launch")
     ws.wait()
-    fizzled = _all_jobs(ws.json("status", "--state", "FIZZLED"))
+    status = ws.json("status", "--state", "FIZZLED")
+    assert [f["state"] for f in status["flows"]] == ["FIZZLED"]  # FireWorks says COMPLETED
+    fizzled = _all_jobs(status)
     assert len(fizzled) == 1, ws.worker_logs()
     assert fizzled[0]["category"] == "dft" and fizzled[0]["name"].startswith("reference")
     docs, frames = ws.results()

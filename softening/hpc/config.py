@@ -208,7 +208,7 @@ def load_launchpad(path: str | Path | None = None, *, check: bool = True):
     except Exception as exc:
         where = f"{data['host']}:{data.get('port', 27017)}/{data.get('name', 'fireworks')}"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        message = message.split(", Timeout:")[0]
+        message = message.split(", Timeout:")[0].split(" (configured timeouts")[0]
         secret = data.get("password")
         if secret:
             message = message.replace(str(secret), "***")

@@ -63,7 +63,7 @@ class RerunPlan:
     Attributes
     ----------
     fizzled
-        ``{"fw_id", "name", "flow_id"}`` of the FIZZLED jobs selected.
+        ``{"fw_id", "name", "flow_id", "slurm_job_id"}`` of the FIZZLED jobs selected.
     lost
         The lost runs selected.
     unchecked
@@ -222,15 +222,26 @@ def plan_rerun(
     for wf in lp.workflows.find({}, {"nodes": 1}):
         for n in wf["nodes"]:
             flow_of[n] = min(wf["nodes"])
-    fizzled = [
-        {"fw_id": d["fw_id"], "name": d.get("name", ""), "flow_id": flow_of.get(d["fw_id"])}
-        for d in lp.fireworks.find(query, {"fw_id": 1, "name": 1}).sort("fw_id", 1)
-    ]
+    fizzled = []
+    for d in lp.fireworks.find(query, {"fw_id": 1, "name": 1, "launches": 1}).sort("fw_id", 1):
+        last = d.get("launches") or []
+        launch = lp.launches.find_one({"launch_id": last[-1]}) if last else None
+        fizzled.append(
+            {
+                "fw_id": d["fw_id"],
+                "name": d.get("name", ""),
+                "flow_id": flow_of.get(d["fw_id"]),
+                "slurm_job_id": launch_slurm_id(launch) if launch else None,
+            }
+        )
     return RerunPlan(fizzled=fizzled, lost=lost, unchecked=unchecked)
 
 
 def apply_rerun(lp: LaunchPad, plan: RerunPlan) -> list[int]:
-    """Mark the lost runs, rerun every selected job; returns the Firework ids reset (with children)."""
+    """Mark the lost runs, rerun every selected job; returns the Firework ids rerun.
+
+    FireWorks resets the jobs that depend on them too (they wait for the rerun jobs again).
+    """
     reset: set[int] = set()
     to_rerun = {d["fw_id"] for d in plan.fizzled}
     for r in plan.lost:

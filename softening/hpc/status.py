@@ -9,7 +9,7 @@ from softening.errors import InputError
 if TYPE_CHECKING:
     from fireworks import LaunchPad
 
-__all__ = ["FW_STATES", "flow_query", "flow_status", "launch_slurm_id"]
+__all__ = ["FW_STATES", "flow_query", "flow_status", "launch_slurm_id", "summary_state"]
 
 #: FireWorks states of a job.
 FW_STATES = (
@@ -73,9 +73,11 @@ def flow_status(
     Returns
     -------
     list[dict]
-        ``{"flow_id", "flow_uuid", "name", "state", "created_on", "updated_on", "counts",
+        ``{"flow_id", "flow_uuid", "name", "state", "fireworks_state", "created_on",
+        "updated_on", "counts",
         "jobs": [{"fw_id", "name", "category", "state", "slurm_job_id", "launch_dir",
-        "job_uuid", "updated_on"}]}`` per flow; ``counts`` is ``{state: number}`` over all its jobs.
+        "job_uuid", "updated_on"}]}`` per flow; ``counts`` is ``{state: number}`` over all its jobs,
+        ``state`` is :func:`summary_state` of them (FireWorks' own in ``fireworks_state``).
     """
     if state is not None:
         state = state.upper()
@@ -134,7 +136,8 @@ def flow_status(
                 "flow_id": min(nodes),
                 "flow_uuid": (wf.get("metadata") or {}).get("flow_uuid"),
                 "name": wf.get("name", ""),
-                "state": wf.get("state"),
+                "state": summary_state(counts),
+                "fireworks_state": wf.get("state"),
                 "created_on": str(wf.get("created_on", "")),
                 "updated_on": str(wf.get("updated_on", "")),
                 "counts": counts,
@@ -142,6 +145,19 @@ def flow_status(
             }
         )
     return flows
+
+
+def summary_state(counts: dict[str, int]) -> str:
+    """One state for a flow from its jobs' states: the one that needs attention first.
+
+    FireWorks calls a workflow COMPLETED once its last jobs complete, even when a job that is
+    allowed to fail (a reference frame) FIZZLED on the way; here any FIZZLED job makes the flow
+    FIZZLED, so that it shows up for ``rerun --failed``.
+    """
+    for state in ("FIZZLED", "RUNNING", "RESERVED", "READY", "PAUSED", "DEFUSED", "WAITING"):
+        if counts.get(state):
+            return state
+    return "COMPLETED" if counts.get("COMPLETED") else "ARCHIVED" if counts else "EMPTY"
 
 
 def _job_uuid(fw: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ import datetime
 import logging
 import shlex
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,12 +174,21 @@ def launch_ready(
     SofteningError
         When ``sbatch`` refuses a script (the reservation is then released).
     """
+    base = Path(launch_dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # FireWorks' queue launcher uses monty's deprecated `cd`: not the user's concern.
+        warnings.simplefilter("ignore", FutureWarning)
+        return _launch_groups(lp, groups, base, max_jobs)
+
+
+def _launch_groups(
+    lp: LaunchPad, groups: list[QueueGroup], base: Path, max_jobs: int
+) -> list[QueuedJob]:
     from fireworks import FWorker
     from fireworks.queue.queue_launcher import launch_rocket_to_queue
     from fireworks.utilities.fw_utilities import create_datestamp_dir
 
-    base = Path(launch_dir).resolve()
-    base.mkdir(parents=True, exist_ok=True)
     queued: list[QueuedJob] = []
     block: Path | None = None
     for g in groups:

@@ -229,9 +229,11 @@ def single_point(structure: Structure, calc, compute_stress: bool = True) -> dic
     # The free energy (force-consistent) is the one the forces are derivatives of with smearing;
     # GPAW's default return value is extrapolated to zero width. The vasprun reader takes VASP's
     # free energy (TOTEN) for the same reason.
+    from ase.calculators.calculator import PropertyNotImplementedError
+
     try:
         energy = float(atoms.get_potential_energy(force_consistent=True))
-    except Exception:  # calculators without a free energy
+    except PropertyNotImplementedError:  # calculators without a free energy
         energy = float(atoms.get_potential_energy())
     forces = np.asarray(atoms.get_forces(), dtype=float)
     stress = np.asarray(atoms.get_stress(voigt=False), dtype=float) if compute_stress else None

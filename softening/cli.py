@@ -68,6 +68,22 @@ StrictOpt = Annotated[
 ]
 
 
+# Options of the workflow, shared by `run` and `submit`.
+MdModelOpt = Annotated[str, typer.Option(help="uMLIP that drives the MD.")]
+ReferenceOpt = Annotated[
+    str, typer.Option(help="Reference: gpaw, emt, vasp (atomate2 + custodian), or module:Class.")
+]
+TemperatureOpt = Annotated[float, typer.Option(help="MD temperature, K.")]
+StepsOpt = Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps).")]
+TimestepOpt = Annotated[float, typer.Option(help="MD time step, fs.")]
+StrideOpt = Annotated[int, typer.Option(help="Steps between stored MD frames.")]
+FramesOpt = Annotated[int, typer.Option(help="Frames labelled per material.")]
+StrainedOpt = Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")]
+EcutOpt = Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")]
+KspacingOpt = Annotated[float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")]
+TrainFramesOpt = Annotated[int, typer.Option(help="Frames per material to correct on.")]
+
+
 class _FailureCollector(logging.Handler):
     """Collects the last line of each job failure that jobflow's local manager logs."""
 
@@ -296,22 +312,17 @@ def _softening_flow(
 @app.command()
 def run(
     structures: Annotated[list[Path], typer.Argument(help="Structure files (CIF, POSCAR, ...).")],
-    md_model: Annotated[str, typer.Option(help="uMLIP that drives the MD.")] = "chgnet",
+    md_model: MdModelOpt = "chgnet",
     model: ModelOpt = None,
-    reference: Annotated[
-        str,
-        typer.Option(help="Reference: gpaw, emt, vasp (atomate2 + custodian), or module:Class."),
-    ] = "gpaw",
-    temperature: Annotated[float, typer.Option(help="MD temperature, K.")] = 1000.0,
-    steps: Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps).")] = 10_000,
-    timestep: Annotated[float, typer.Option(help="MD time step, fs.")] = 2.0,
-    stride: Annotated[int, typer.Option(help="Steps between stored MD frames.")] = 10,
-    frames: Annotated[int, typer.Option(help="Frames labelled per material.")] = 10,
-    strained: Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")] = 2,
-    ecut: Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")] = 500.0,
-    kspacing: Annotated[
-        float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")
-    ] = 0.25,
+    reference: ReferenceOpt = "gpaw",
+    temperature: TemperatureOpt = 1000.0,
+    steps: StepsOpt = 10_000,
+    timestep: TimestepOpt = 2.0,
+    stride: StrideOpt = 10,
+    frames: FramesOpt = 10,
+    strained: StrainedOpt = 2,
+    ecut: EcutOpt = 500.0,
+    kspacing: KspacingOpt = 0.25,
     seed: SeedOpt = 0,
     store: StoreOpt = None,
     out: Annotated[Path, typer.Option(help="Folder for the JSON summary and plots.")] = Path(
@@ -326,7 +337,7 @@ def run(
             "frames per material and verify on the others."
         ),
     ] = None,
-    train_frames: Annotated[int, typer.Option(help="Frames per material to correct on.")] = 1,
+    train_frames: TrainFramesOpt = 1,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.stores import describe_store, get_job_store
@@ -1053,22 +1064,17 @@ def submit(
         list[Path] | None,
         typer.Argument(help="Structure files; none with --launch: queue what is READY."),
     ] = None,
-    md_model: Annotated[str, typer.Option(help="uMLIP that drives the MD.")] = "chgnet",
+    md_model: MdModelOpt = "chgnet",
     model: ModelOpt = None,
-    reference: Annotated[
-        str,
-        typer.Option(help="Reference: gpaw, emt, vasp (atomate2 + custodian), or module:Class."),
-    ] = "gpaw",
-    temperature: Annotated[float, typer.Option(help="MD temperature, K.")] = 1000.0,
-    steps: Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps).")] = 10_000,
-    timestep: Annotated[float, typer.Option(help="MD time step, fs.")] = 2.0,
-    stride: Annotated[int, typer.Option(help="Steps between stored MD frames.")] = 10,
-    frames: Annotated[int, typer.Option(help="Frames labelled per material.")] = 10,
-    strained: Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")] = 2,
-    ecut: Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")] = 500.0,
-    kspacing: Annotated[
-        float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")
-    ] = 0.25,
+    reference: ReferenceOpt = "gpaw",
+    temperature: TemperatureOpt = 1000.0,
+    steps: StepsOpt = 10_000,
+    timestep: TimestepOpt = 2.0,
+    stride: StrideOpt = 10,
+    frames: FramesOpt = 10,
+    strained: StrainedOpt = 2,
+    ecut: EcutOpt = 500.0,
+    kspacing: KspacingOpt = 0.25,
     seed: SeedOpt = 0,
     store: StoreOpt = None,
     strict: StrictOpt = False,
@@ -1076,7 +1082,7 @@ def submit(
         str | None,
         typer.Option(help="Also correct each model (scale, head or full); see `run`."),
     ] = None,
-    train_frames: Annotated[int, typer.Option(help="Frames per material to correct on.")] = 1,
+    train_frames: TrainFramesOpt = 1,
     launchpad: LaunchpadOpt = None,
     qadapter: QadapterOpt = None,
     launch: LaunchOpt = False,

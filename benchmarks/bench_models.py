@@ -138,6 +138,9 @@ def worker(name: str, way: str, n: int, workdir: Path) -> dict:
         if name not in ff:
             return {"model": name, "way": way, "error": "atomate2 loads M3GNet only from the hub"}
         ffname, kwargs = ff[name]
+        # atomate2 loads MACE files through mace's calculator, which relies on the variable mace
+        # sets on import (softening's loader removes it again and passes weights_only itself).
+        os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
         maker = ForceFieldStaticMaker(force_field_name=ffname, calculator_kwargs=kwargs)
         jobs = [maker.make(s) for s in structures]
         os.chdir(workdir)  # atomate2's jobs write files into the working folder

@@ -87,8 +87,17 @@ class SofteningSettings(BaseSettings):
         ge=1,
         description="Torch intra-op threads; 1 was 5-10x faster than 2 on small shared CPUs.",
     )
-    batch_memory_gb: float = Field(
-        4.0, gt=0, description="Memory budget of one uMLIP evaluation batch, in GB."
+    batch_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory budget of one uMLIP evaluation batch, GB; default 4 on a CPU and 70 %"
+        " of the free memory on a GPU (recalibrated there from each batch's measured peak).",
+    )
+    graph_workers: int | None = Field(
+        None,
+        ge=0,
+        description="Processes that build uMLIP graphs while the model evaluates; default: the "
+        "cores left beside torch's threads, at most 8; 0 builds them in the main process.",
     )
     md_model: str = Field("chgnet", description="uMLIP that drives the MD sampling.")
     models: list[str] = Field(

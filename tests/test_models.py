@@ -16,12 +16,12 @@ from pymatgen.core import Lattice, Structure
 
 from softening.errors import ModelError
 from softening.models import load_model
-from softening.models.evaluate import evaluate_structures, plan_batches
+from softening.models.evaluate import evaluate_structures, run_batches
 
 
 def _rattled(n_cells=(1, 1, 1), seed=0) -> Structure:
     s = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]) * n_cells
-    s.perturb(0.15, min_distance=0.05)
+    s.perturb(0.15, min_distance=0.05, seed=seed)
     return s
 
 
@@ -67,13 +67,87 @@ def test_batched_forces_equal_one_frame_ase_path():
         assert np.abs(atoms.get_stress(voigt=False) - p.stress).max() < 1e-5
 
 
-def test_plan_batches_respects_budget():
-    batches = plan_batches([64, 64, 64, 8], "chgnet", memory_gb=1.7)
+class _FakeModel:
+    """What run_batches reads of a model: a stand-in so that batching is tested without torch."""
+
+    def __init__(self, device="cpu", family="chgnet"):
+        self.name, self.family, self.device = "fake", family, device
+
+
+def _batched(sizes, memory_gb, device="cpu", oom_above=None, meter=None):
+    """Run fake frames of ``sizes`` atoms; forward fails for batches above ``oom_above`` atoms."""
+    import torch
+
+    structures = [np.zeros(n) for n in sizes]  # run_batches reads only len() of a structure
+    seen: list[list[int]] = []
+
+    def forward(batch):
+        atoms = sum(n for _, n in batch)
+        if oom_above is not None and atoms > oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        seen.append([k for k, _ in batch])
+        if meter is not None:
+            meter.last = atoms
+        return [(float(k), np.full((n, 3), k), None) for k, n in batch]
+
+    graphs = iter(list(enumerate(sizes)))
+    preds = run_batches(_FakeModel(device), structures, graphs, forward, memory_gb, None, meter)
+    assert [p.energy for p in preds] == list(range(len(sizes)))  # every frame once, in order
+    return seen
+
+
+def test_batches_respect_memory_budget():
     # 0.8 GB per 64 atoms: two 64-atom frames fit in 1.7 GB, a third does not.
-    assert batches == [[0, 1], [2, 3]]
-    assert plan_batches([500], "chgnet", memory_gb=0.1) == [[0]]
+    assert _batched([64, 64, 64, 8], 1.7, device="cuda", meter=_Meter(0)) == [[0, 1], [2, 3]]
+    assert _batched([500], 0.1) == [[0]]
     # On a CPU, large batches are slower: capped at CPU_MAX_BATCH_ATOMS whatever the budget.
-    assert plan_batches([64, 64, 8, 8], "chgnet", memory_gb=100, device="cpu") == [[0], [1, 2, 3]]
+    assert _batched([64, 64, 8, 8], 100) == [[0], [1, 2, 3]]
+
+
+class _Meter:
+    """A GPU memory meter whose peak is ``bytes_per_atom`` times the last batch's atoms."""
+
+    def __init__(self, bytes_per_atom):
+        self.bytes_per_atom, self.last = bytes_per_atom, 0
+
+    def free(self):
+        return 10e9
+
+    def start(self):
+        pass
+
+    def peak(self):
+        return self.bytes_per_atom * self.last
+
+    def release(self):
+        pass
+
+
+def test_batches_resized_by_measured_memory():
+    # The estimate allows 80 atoms per GB for CHGNet; the model really needs 0.1 GB per atom, so
+    # after the first batch only 10 atoms fit in the 1 GB budget.
+    seen = _batched([80] + [5] * 8, 1.0, device="cuda", meter=_Meter(1e8))
+    assert seen[0] == [0] and all(len(b) == 2 for b in seen[1:])
+
+
+def test_out_of_memory_batch_is_split_and_retried():
+    seen = _batched([8] * 12, 100, device="cuda", oom_above=20, meter=_Meter(0))
+    assert all(len(b) <= 2 for b in seen) and sum(len(b) for b in seen) == 12
+    with pytest.raises(ModelError, match="one frame of 64 atoms does not fit"):
+        _batched([8, 64], 100, device="cuda", oom_above=20, meter=_Meter(0))
+
+
+def _same_with_graph_workers(model) -> None:
+    """Graphs built in 2 worker processes give bit-identical results to graphs built here."""
+    structures = [_rattled(seed=i) for i in range(8)] + [_rattled((1, 1, 2), seed=8)]
+    here = evaluate_structures(model, structures, graph_workers=0)
+    workers = evaluate_structures(model, structures, graph_workers=2)
+    for a, b in zip(here, workers, strict=True):
+        assert np.array_equal(a.forces, b.forces) and a.energy == b.energy
+
+
+def test_chgnet_graph_workers_identical():
+    _same_with_graph_workers(load_model("chgnet"))
 
 
 # ---- every family from a local path ---------------------------------------------------------------
@@ -145,6 +219,12 @@ def test_matgl_batched_equals_ase(dtype):
 def test_mace_batched_equals_ase(tiny_mace, dtype):
     structures = [_rattled(seed=i) for i in range(3)] + [_rattled((1, 1, 2))]
     _agree(load_model(str(tiny_mace), dtype=dtype), structures, 1e-5, 1e-4)
+
+
+def test_matgl_and_mace_graph_workers_identical(tiny_mace):
+    _same_with_graph_workers(load_model(str(tiny_mace), dtype="float64"))
+    if M3GNET_DIR.is_dir():
+        _same_with_graph_workers(load_model(str(M3GNET_DIR)))
 
 
 def test_mace_runs_md_and_evaluate(tiny_mace, tmp_path):

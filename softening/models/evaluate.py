@@ -1,16 +1,30 @@
-"""Batched single-point evaluation of many frames with one loaded uMLIP."""
+"""Batched single-point evaluation of many frames with one loaded uMLIP.
+
+The model is loaded once; each frame's graph is built once, in worker processes when there are
+spare cores (so that graph building, which is CPU work, overlaps the model's evaluation); frames are
+evaluated in batches whose size follows a memory budget, recalibrated from the measured peak on a
+GPU; a batch that runs out of memory is split in two and retried, so no batch exhausts the card.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 import numpy as np
 from pymatgen.core import Structure
 
+from softening.errors import ModelError
 from softening.models.factory import LoadedModel
 from softening.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 EV_PER_A3_PER_GPA = 1.0 / 160.21766208
 # CHGNet needs about 0.8 GB per 64-atom frame in a batch (measured on these machines).
@@ -32,37 +46,12 @@ class Prediction:
 CPU_MAX_BATCH_ATOMS = 96
 
 
-def plan_batches(
-    n_atoms: Sequence[int], family: str, memory_gb: float | None = None, device: str = "cuda"
-) -> list[list[int]]:
-    """Group frame indices into batches whose estimated memory stays within the budget.
-
-    Frames keep their order; a frame larger than the budget on its own gets a batch of its own.
-    On a CPU, batches also stop at :data:`CPU_MAX_BATCH_ATOMS` atoms.
-    """
-    budget = memory_gb if memory_gb is not None else get_settings().batch_memory_gb
-    max_atoms = max(1, int(budget / GB_PER_ATOM.get(family, 0.8 / 64)))
-    if device == "cpu":
-        max_atoms = min(max_atoms, CPU_MAX_BATCH_ATOMS)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    atoms = 0
-    for i, n in enumerate(n_atoms):
-        if current and atoms + n > max_atoms:
-            batches.append(current)
-            current, atoms = [], 0
-        current.append(i)
-        atoms += n
-    if current:
-        batches.append(current)
-    return batches
-
-
 def evaluate_structures(
     model: LoadedModel,
     structures: Sequence[Structure],
     memory_gb: float | None = None,
     progress: Callable[[int], None] | None = None,
+    graph_workers: int | None = None,
 ) -> list[Prediction]:
     """Energies, forces and stresses of ``structures`` with ``model``, loaded once.
 
@@ -73,14 +62,24 @@ def evaluate_structures(
     structures
         Frames to evaluate.
     memory_gb
-        Memory budget per batch (default: the ``batch_memory_gb`` setting).
+        Memory budget per batch, GB (default: the ``batch_memory_gb`` setting; on a GPU without
+        a setting, 70 % of the card's free memory).
     progress
         Called with the number of frames finished after each batch.
+    graph_workers
+        Worker processes that build graphs while the model evaluates (default: the
+        ``graph_workers`` setting, or the spare cores; 0 builds them in this process).
     """
     model.check_elements({el.symbol for s in structures for el in s.composition})
-    evaluators = {"chgnet": _evaluate_chgnet, "matgl": _evaluate_matgl, "mace": _evaluate_mace}
-    if model.family in evaluators:
-        preds = evaluators[model.family](model, structures, memory_gb, progress)
+    families = {"chgnet": _chgnet_parts, "matgl": _matgl_parts, "mace": _mace_parts}
+    if model.family in families:
+        build, forward = families[model.family](model)
+        workers = resolve_graph_workers(graph_workers, model.device, len(structures))
+        graphs = iter_graphs(build, structures, workers)
+        try:
+            preds = run_batches(model, structures, graphs, forward, memory_gb, progress)
+        finally:
+            graphs.close()
     else:
         preds = _evaluate_ase(model, structures, progress)
     if model.factor != 1.0:  # a linear correction E' = c E scales forces and stress alike
@@ -92,47 +91,215 @@ def evaluate_structures(
     return preds
 
 
-# Seconds spent in graph building and in the model's forward + backward pass, accumulated over
-# calls (the benchmark reads them to report how much of the time is overhead).
+# Seconds spent waiting for graphs (all of graph building when it runs in this process) and in the
+# model's forward + backward pass, accumulated over calls (the benchmark reads them to report how
+# much of the time is overhead).
 TIMINGS = {"graphs": 0.0, "model": 0.0}
 
+# Below this many frames per worker, starting workers costs more than building graphs here.
+MIN_FRAMES_PER_WORKER = 4
 
-def _run_batches(model, structures, graphs, forward, memory_gb, progress) -> list[Prediction]:
-    """Evaluate prebuilt ``graphs`` in memory-bounded batches; ``forward(batch_graphs)`` returns
-    per-frame (energy eV, forces eV/Å, stress eV/Å^3) tuples."""
-    out: list[Prediction] = []
-    done = 0
+
+def resolve_graph_workers(requested: int | None, device: str, n_frames: int) -> int:
+    """Number of graph-building worker processes for ``n_frames`` frames.
+
+    ``requested`` (or the ``graph_workers`` setting) wins when given. Otherwise: the cores this
+    process may use beyond torch's own threads, up to 8 (the model's evaluation keeps its
+    threads; on a GPU node the CPU cores would otherwise idle while the GPU waits for graphs).
+    """
+    if requested is None:
+        requested = get_settings().graph_workers
+    if requested is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = 0 if device == "cuda" else get_settings().torch_threads
+        requested = max(0, min(8, (cores or 1) - threads))
+    return max(0, min(requested, n_frames // MIN_FRAMES_PER_WORKER))
+
+
+_BUILD: Callable | None = None
+
+
+def _init_worker(build: Callable) -> None:
+    import torch
+
+    global _BUILD
+    _BUILD = build
+    torch.set_num_threads(1)  # the parent's threads belong to the model
+
+
+def _build_pickled(structure: Structure) -> bytes:
+    # Plain pickle copies tensors by value; multiprocessing's own pickler would pass each tensor
+    # as a shared-memory file descriptor, and thousands of those exhaust the open-file limit.
+    return pickle.dumps(_BUILD(structure), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def iter_graphs(build: Callable, structures: Sequence[Structure], workers: int) -> Iterator:
+    """Graphs of ``structures`` in order, built by ``workers`` processes (0: here, lazily).
+
+    Workers are forked (no re-import of the model libraries) and build ahead of the consumer,
+    so the model evaluates one batch while the next batch's graphs are being built.
+    """
+    if workers <= 0:
+        for s in structures:
+            t0 = time.perf_counter()
+            g = build(s)
+            TIMINGS["graphs"] += time.perf_counter() - t0
+            yield g
+        return
+    chunk = max(1, min(8, len(structures) // (4 * workers)))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=get_context("fork"), initializer=_init_worker, initargs=(build,)
+    )
+    try:
+        results = pool.map(_build_pickled, structures, chunksize=chunk)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                blob = next(results)
+            except StopIteration:
+                return
+            finally:
+                TIMINGS["graphs"] += time.perf_counter() - t0
+            yield pickle.loads(blob)
+    finally:  # also when the consumer stops early: drop the graphs nobody will read
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+class MemoryMeter:
+    """Peak memory of one batch on a CUDA device, and the device's free memory (bytes)."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.baseline = torch.cuda.memory_allocated(self.device)
+
+    def free(self) -> int:
+        return int(self.torch.cuda.mem_get_info(self.device)[0])
+
+    def start(self) -> None:
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+        self.baseline = self.torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        return int(self.torch.cuda.max_memory_allocated(self.device) - self.baseline)
+
+    def release(self) -> None:
+        self.torch.cuda.empty_cache()
+
+
+def run_batches(
+    model,
+    structures: Sequence[Structure],
+    graphs: Iterator,
+    forward: Callable,
+    memory_gb: float | None,
+    progress: Callable[[int], None] | None,
+    meter: MemoryMeter | None = None,
+) -> list[Prediction]:
+    """Evaluate ``graphs`` (one per structure, in order) in memory-bounded batches.
+
+    ``forward(batch_graphs)`` returns per-frame (energy eV, forces eV/Å, stress eV/Å^3) tuples.
+    Batches are planned from the estimate in :data:`GB_PER_ATOM`; on a GPU, the peak memory of
+    each batch is measured and later batches are sized by the largest bytes-per-atom seen so far.
+    A batch that runs out of memory is split in two and retried; a single frame that does not fit
+    is an error naming its size.
+    """
     sizes = [len(s) for s in structures]
-    for batch in plan_batches(sizes, model.family, memory_gb, model.device):
+    budget_gb = memory_gb if memory_gb is not None else get_settings().batch_memory_gb
+    if meter is None and model.device == "cuda":
+        meter = MemoryMeter(model.device)
+    if budget_gb is None:
+        budget_gb = 0.7 * meter.free() / 1e9 if meter is not None else 4.0
+    max_atoms = plan_max_atoms(model.family, budget_gb, model.device)
+    bytes_per_atom = 0.0
+    out: list[Prediction] = []
+    pending: list = []  # graphs built but not yet evaluated, in order
+    i = 0
+    while i < len(sizes):
+        j, atoms = i + 1, sizes[i]
+        while j < len(sizes) and atoms + sizes[j] <= max_atoms:
+            atoms += sizes[j]
+            j += 1
+        while len(pending) < j - i:
+            pending.append(next(graphs))
         t0 = time.perf_counter()
-        results = forward([graphs[i] for i in batch])
-        TIMINGS["model"] += time.perf_counter() - t0
+        if meter is not None:
+            meter.start()
+        try:
+            results = forward(pending[: j - i])
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            if meter is not None:
+                meter.release()
+            if j - i == 1:
+                raise ModelError(
+                    f"one frame of {atoms} atoms does not fit in {model.device} memory with "
+                    f"{model.name}; evaluate it on a larger device or with --device cpu"
+                ) from None
+            max_atoms = max(1, atoms // 2)
+            logger.warning("batch of %d atoms ran out of memory; retrying in halves", atoms)
+            continue
+        finally:
+            TIMINGS["model"] += time.perf_counter() - t0
+        if meter is not None:
+            bytes_per_atom = max(bytes_per_atom, meter.peak() / atoms)
+            if bytes_per_atom > 0:
+                max_atoms = max(1, int(budget_gb * 1e9 / bytes_per_atom))
         for energy, forces, stress in results:
             out.append(Prediction(energy=energy, forces=forces, stress=stress))
-        done += len(batch)
+        del pending[: j - i]
+        i = j
         if progress:
-            progress(done)
+            progress(i)
     return out
+
+
+def plan_max_atoms(family: str, memory_gb: float, device: str = "cuda") -> int:
+    """Most atoms in one batch within ``memory_gb`` (and :data:`CPU_MAX_BATCH_ATOMS` on a CPU)."""
+    max_atoms = max(1, int(memory_gb / GB_PER_ATOM.get(family, 0.8 / 64)))
+    return min(max_atoms, CPU_MAX_BATCH_ATOMS) if device == "cpu" else max_atoms
 
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64)
 
 
-def _evaluate_matgl(model, structures, memory_gb, progress) -> list[Prediction]:
+class MatglGraphBuilder:
+    """Structure -> (graph, lattice, state) for a matgl potential (picklable, runs in workers)."""
+
+    def __init__(self, element_types, cutoff: float) -> None:
+        self.element_types, self.cutoff = element_types, cutoff
+
+    def __call__(self, structure: Structure):
+        import torch
+        from matgl.ext.ase import Atoms2Graph
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        converter = Atoms2Graph(self.element_types, self.cutoff)
+        g, lat, state = converter.get_graph(AseAtomsAdaptor.get_atoms(structure))
+        return g, torch.as_tensor(lat).reshape(1, 3, 3), torch.as_tensor(state)
+
+
+def _matgl_parts(model):
     import torch
-    from matgl.ext.ase import Atoms2Graph
-    from pymatgen.io.ase import AseAtomsAdaptor
     from torch_geometric.data import Batch
 
     pot = model.model
-    converter = Atoms2Graph(pot.model.element_types, pot.model.cutoff)
-    graphs = []
-    t0 = time.perf_counter()
-    for s in structures:  # graphs built once per frame
-        g, lat, state = converter.get_graph(AseAtomsAdaptor.get_atoms(s))
-        graphs.append((g, torch.as_tensor(lat).reshape(1, 3, 3), torch.as_tensor(state)))
-    TIMINGS["graphs"] += time.perf_counter() - t0
     dtype = next(pot.parameters()).dtype
 
     def forward(batch):
@@ -154,30 +321,36 @@ def _evaluate_matgl(model, structures, memory_gb, progress) -> list[Prediction]:
             for i in range(len(batch))
         ]
 
-    return _run_batches(model, structures, graphs, forward, memory_gb, progress)
+    return MatglGraphBuilder(pot.model.element_types, pot.model.cutoff), forward
 
 
-def _evaluate_mace(model, structures, memory_gb, progress) -> list[Prediction]:
+class MaceGraphBuilder:
+    """Structure -> MACE ``AtomicData`` (picklable, runs in workers)."""
+
+    def __init__(self, z_table, cutoff: float, head: str, heads, dtype: str) -> None:
+        self.z_table, self.cutoff, self.head, self.heads = z_table, cutoff, head, heads
+        self.dtype = dtype
+
+    def __call__(self, structure: Structure):
+        from mace import data as mace_data
+        from mace.tools import torch_tools
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={"charges": "Qs"})
+        with torch_tools.default_dtype(self.dtype):
+            config = mace_data.config_from_atoms(
+                AseAtomsAdaptor.get_atoms(structure), key_specification=keyspec, head_name=self.head
+            )
+            return mace_data.AtomicData.from_config(
+                config, z_table=self.z_table, cutoff=self.cutoff, heads=self.heads
+            )
+
+
+def _mace_parts(model):
     import torch
-    from mace import data as mace_data
-    from mace.tools import torch_geometric, torch_tools
-    from pymatgen.io.ase import AseAtomsAdaptor
+    from mace.tools import torch_geometric
 
     calc = model._calculator()  # unscaled; holds the z table, cutoff and heads of this model
-    keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={"charges": "Qs"})
-    graphs = []
-    t0 = time.perf_counter()
-    with torch_tools.default_dtype(model.dtype):
-        for s in structures:
-            config = mace_data.config_from_atoms(
-                AseAtomsAdaptor.get_atoms(s), key_specification=keyspec, head_name=calc.head
-            )
-            graphs.append(
-                mace_data.AtomicData.from_config(
-                    config, z_table=calc.z_table, cutoff=calc.r_max, heads=calc.available_heads
-                )
-            )
-    TIMINGS["graphs"] += time.perf_counter() - t0
     net = model.model
     dtype = next(net.parameters()).dtype
 
@@ -194,22 +367,14 @@ def _evaluate_mace(model, structures, memory_gb, progress) -> list[Prediction]:
             for i in range(len(batch))
         ]
 
-    return _run_batches(model, structures, graphs, forward, memory_gb, progress)
+    build = MaceGraphBuilder(calc.z_table, calc.r_max, calc.head, calc.available_heads, model.dtype)
+    return build, forward
 
 
-def _evaluate_chgnet(model, structures, memory_gb, progress) -> list[Prediction]:
+def _chgnet_parts(model):
     net = model.model
-    t0 = time.perf_counter()
-    graphs = [net.graph_converter(s) for s in structures]  # built once per frame
-    TIMINGS["graphs"] += time.perf_counter() - t0
-    return _run_batches(
-        model,
-        structures,
-        graphs,
-        lambda b: chgnet_forward(net, b, model.device),
-        memory_gb,
-        progress,
-    )
+    # The graph converter holds no parameters: a CPU copy builds graphs in workers.
+    return net.graph_converter, lambda b: chgnet_forward(net, b, model.device)
 
 
 def chgnet_forward(net, graphs, device: str = "cpu") -> list[tuple[float, np.ndarray, np.ndarray]]:

@@ -161,6 +161,8 @@ def _check_models(models: list[str], elements: set[str]) -> list[Any]:
 
 
 def _scale_table(docs, title: str) -> Table:
+    from softening.makers.compare import UNCORRELATED
+
     table = Table(title=title)
     for col in (
         "material",
@@ -180,10 +182,12 @@ def _scale_table(docs, title: str) -> Table:
             f"{d.scale:.3f}",
             f"{d.scale_ci[0]:.3f}-{d.scale_ci[1]:.3f}",
             f"{d.mae:.3f}",
-            f"{d.cmae:.3f}",
+            "n/a" if UNCORRELATED in d.flags else f"{d.cmae:.3f}",
             str(d.n_frames),
             ", ".join(d.missing_frames) or "-",
         )
+    if any(UNCORRELATED in d.flags for d in docs):
+        table.caption = "cMAE n/a: the scale's 95 % CI includes 0 (forces uncorrelated)"
     return table
 
 
@@ -962,19 +966,31 @@ def report(
                 title="Softening scale across materials",
             )
         )
-        few = all(len(rs) <= 30 for rs in by_model.values())
-        files["mae_vs_cmae"] = str(
-            mae_vs_cmae_plot(
-                {
-                    m: ([r["mae"] for r in rs], [r["cmae"] for r in rs])
-                    for m, rs in by_model.items()
-                },
-                path=out / "mae_vs_cmae.png",
-                labels={m: [r["material_id"] for r in rs] for m, rs in by_model.items()}
-                if few
-                else None,
+        # cMAE divides by the scale: where its CI reaches 0 (forces uncorrelated) the point is
+        # meaningless and would squash every other one into a corner of the figure.
+        meaningful = {m: [r for r in rs if r["scale_ci"][0] > 0] for m, rs in by_model.items()}
+        excluded = [
+            f"{r['material_id']} ({m})"
+            for m, rs in by_model.items()
+            for r in rs
+            if r["scale_ci"][0] <= 0
+        ]
+        meaningful = {m: rs for m, rs in meaningful.items() if rs}
+        few = all(len(rs) <= 30 for rs in meaningful.values())
+        if meaningful:
+            files["mae_vs_cmae"] = str(
+                mae_vs_cmae_plot(
+                    {
+                        m: ([r["mae"] for r in rs], [r["cmae"] for r in rs])
+                        for m, rs in meaningful.items()
+                    },
+                    path=out / "mae_vs_cmae.png",
+                    labels={m: [r["material_id"] for r in rs] for m, rs in meaningful.items()}
+                    if few
+                    else None,
+                )
             )
-        )
+        files["mae_vs_cmae_excluded"] = excluded
     summary = {
         "n_results": len(results),
         "files": files,
@@ -993,6 +1009,12 @@ def report(
     for key in ("scale_distribution", "mae_vs_cmae"):
         if key in files:
             console.print(f"{key}: {files[key]}", highlight=False)
+    if files.get("mae_vs_cmae_excluded"):
+        console.print(
+            "left out of mae_vs_cmae (scale CI includes 0, cMAE meaningless): "
+            + ", ".join(files["mae_vs_cmae_excluded"]),
+            highlight=False,
+        )
 
 
 def _check_unique_ids(specs) -> None:

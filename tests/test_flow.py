@@ -173,3 +173,11 @@ def test_pooled_is_one_slope_not_a_mean(store):
     assert abs(pooled.scale - 0.75) > 0.1  # not the mean of 0.5 and 1.0
     a = compare_results(refs, umlip, material_id="A")
     assert a.scale == pytest.approx(0.5) and a.n_frames == 3
+    assert not any("uncorrelated" in f for f in pooled.flags + a.flags)
+    # uMLIP forces unrelated to the reference: the CI reaches 0 and cMAE is flagged meaningless.
+    noise = [
+        m.model_copy(update={"forces": rng.normal(size=(len(m.forces), 3)).tolist()}) for m in mls
+    ]
+    flat = compare_results(refs, umlip.model_copy(update={"frames": noise}), material_id="B")
+    assert flat.scale_ci[0] <= 0 <= flat.scale_ci[1]
+    assert any("uncorrelated" in f for f in flat.flags)

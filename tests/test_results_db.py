@@ -641,6 +641,11 @@ def _check_query_and_report(spec: str, tmp: Path) -> None:
     ]:
         assert Path(f).stat().st_size > 5000
     assert (out / "parity" / "parity_Cu_CHGNet-0.3.0.png").is_file()
+    # Fig. 6b leaves out exactly the results whose scale CI reaches 0 (cMAE meaningless there).
+    uncorrelated = [
+        f"{r['material_id']} ({r['model']['name']})" for r in results if r["scale_ci"][0] <= 0
+    ]
+    assert sorted(rep["files"]["mae_vs_cmae_excluded"]) == sorted(uncorrelated)
 
 
 @needs(WBM_XYZ)

@@ -14,6 +14,10 @@ from softening.stores.documents import CodeInfo, FrameResult, SofteningDoc, UMLI
 
 logger = logging.getLogger(__name__)
 
+# A scale whose confidence interval reaches zero says the uMLIP's forces do not follow the
+# reference's at all; cMAE = MAE(f_ml / scale) then divides by almost nothing.
+UNCORRELATED = "uncorrelated: scale CI includes 0, cMAE not meaningful"
+
 
 def compare_results(
     references: list[FrameResult | dict | None],
@@ -73,6 +77,8 @@ def compare_results(
         flags.append(f"{len(missing)} frame(s) missing")
     if any(not ref_by_id[k].converged for k in paired):
         flags.append("unconverged reference")
+    if m.scale_ci[0] <= 0.0:
+        flags.append(UNCORRELATED)
     return SofteningDoc(
         material_id="pooled" if pooled else materials[0],
         formula="" if pooled else first.formula,

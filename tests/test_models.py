@@ -17,6 +17,7 @@ from pymatgen.core import Lattice, Structure
 from softening.errors import ModelError
 from softening.models import load_model
 from softening.models.evaluate import evaluate_structures, run_batches
+from softening.settings import get_settings
 
 
 def _rattled(n_cells=(1, 1, 1), seed=0) -> Structure:
@@ -144,6 +145,27 @@ def _same_with_graph_workers(model) -> None:
     workers = evaluate_structures(model, structures, graph_workers=2)
     for a, b in zip(here, workers, strict=True):
         assert np.array_equal(a.forces, b.forces) and a.energy == b.energy
+
+
+def test_graph_workers_setting_cores_and_mpi(monkeypatch):
+    import types
+
+    from softening.models.evaluate import resolve_graph_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert resolve_graph_workers(None, "cuda", 1000) == 8  # spare cores, at most 8
+    assert resolve_graph_workers(None, "cpu", 1000) == 8  # 15 cores beside 1 torch thread
+    assert resolve_graph_workers(None, "cuda", 6) == 1  # too few frames to feed more workers
+    assert resolve_graph_workers(3, "cuda", 1000) == 3  # an explicit number wins
+    monkeypatch.setenv("SOFTENING_GRAPH_WORKERS", "0")
+    get_settings.cache_clear()
+    assert resolve_graph_workers(None, "cuda", 1000) == 0
+    monkeypatch.delenv("SOFTENING_GRAPH_WORKERS")
+    get_settings.cache_clear()
+    # Inside an MPI run (here GPAW's world of 4 ranks) no rank forks workers.
+    fake = types.SimpleNamespace(world=types.SimpleNamespace(size=4))
+    monkeypatch.setitem(sys.modules, "gpaw.mpi", fake)
+    assert resolve_graph_workers(None, "cuda", 1000) == 0
 
 
 def test_chgnet_graph_workers_identical():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -109,11 +110,22 @@ def resolve_graph_workers(requested: int | None, device: str, n_frames: int) -> 
     """
     if requested is None:
         requested = get_settings().graph_workers
+    if requested is None and _inside_mpi():
+        requested = 0  # forking an MPI rank can break its transport; each rank builds its own
     if requested is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = 0 if device == "cuda" else get_settings().torch_threads
         requested = max(0, min(8, (cores or 1) - threads))
     return max(0, min(requested, n_frames // MIN_FRAMES_PER_WORKER))
+
+
+def _inside_mpi() -> bool:
+    """Whether this process is an MPI rank (mpi4py initialised, or GPAW's parallel world)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized():
+        return True
+    gpaw_mpi = sys.modules.get("gpaw.mpi")
+    return gpaw_mpi is not None and getattr(getattr(gpaw_mpi, "world", None), "size", 1) > 1
 
 
 _BUILD: Callable | None = None

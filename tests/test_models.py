@@ -75,7 +75,7 @@ class _FakeModel:
         self.name, self.family, self.device = "fake", family, device
 
 
-def _batched(sizes, memory_gb, device="cpu", oom_above=None, meter=None):
+def _batched(sizes, memory_gb, device="cpu", oom_above=None, meter=None, failed=None):
     """Run fake frames of ``sizes`` atoms; forward fails for batches above ``oom_above`` atoms."""
     import torch
 
@@ -85,6 +85,8 @@ def _batched(sizes, memory_gb, device="cpu", oom_above=None, meter=None):
     def forward(batch):
         atoms = sum(n for _, n in batch)
         if oom_above is not None and atoms > oom_above:
+            if failed is not None:
+                failed.append(atoms)
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         seen.append([k for k, _ in batch])
         if meter is not None:
@@ -134,6 +136,10 @@ def test_batches_resized_by_measured_memory():
 def test_out_of_memory_batch_is_split_and_retried():
     seen = _batched([8] * 12, 100, device="cuda", oom_above=20, meter=_Meter(0))
     assert all(len(b) <= 2 for b in seen) and sum(len(b) for b in seen) == 12
+    # A measured peak that looks small does not grow batches back past the size that failed.
+    failed: list[int] = []
+    seen = _batched([8] * 12, 100, device="cuda", oom_above=20, meter=_Meter(1.0), failed=failed)
+    assert sum(len(b) for b in seen) == 12 and failed == [96, 48, 24]
     with pytest.raises(ModelError, match="one frame of 64 atoms does not fit"):
         _batched([8, 64], 100, device="cuda", oom_above=20, meter=_Meter(0))
 

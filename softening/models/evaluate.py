@@ -237,6 +237,7 @@ def run_batches(
     if budget_gb is None:
         budget_gb = 0.7 * meter.free() / 1e9 if meter is not None else 4.0
     max_atoms = plan_max_atoms(model.family, budget_gb, model.device)
+    ceiling = max_atoms  # below the smallest batch that ran out of memory, whatever is measured
     bytes_per_atom = 0.0
     out: list[Prediction] = []
     pending: list = []  # graphs built but not yet evaluated, in order
@@ -263,7 +264,7 @@ def run_batches(
                     f"one frame of {atoms} atoms does not fit in {model.device} memory with "
                     f"{model.name}; evaluate it on a larger device or with --device cpu"
                 ) from None
-            max_atoms = max(1, atoms // 2)
+            max_atoms = ceiling = max(1, atoms // 2)
             logger.warning("batch of %d atoms ran out of memory; retrying in halves", atoms)
             continue
         finally:
@@ -271,7 +272,7 @@ def run_batches(
         if meter is not None:
             bytes_per_atom = max(bytes_per_atom, meter.peak() / atoms)
             if bytes_per_atom > 0:
-                max_atoms = max(1, int(budget_gb * 1e9 / bytes_per_atom))
+                max_atoms = min(ceiling, max(1, int(budget_gb * 1e9 / bytes_per_atom)))
         for energy, forces, stress in results:
             out.append(Prediction(energy=energy, forces=forces, stress=stress))
         del pending[: j - i]

@@ -161,7 +161,7 @@ def _check_models(models: list[str], elements: set[str]) -> list[Any]:
 
 
 def _scale_table(docs, title: str) -> Table:
-    from softening.makers.compare import UNCORRELATED
+    from softening.analysis.metrics import is_uncorrelated
 
     table = Table(title=title)
     for col in (
@@ -182,11 +182,11 @@ def _scale_table(docs, title: str) -> Table:
             f"{d.scale:.3f}",
             f"{d.scale_ci[0]:.3f}-{d.scale_ci[1]:.3f}",
             f"{d.mae:.3f}",
-            "n/a" if UNCORRELATED in d.flags else f"{d.cmae:.3f}",
+            "n/a" if is_uncorrelated(d.scale_ci) else f"{d.cmae:.3f}",
             str(d.n_frames),
             ", ".join(d.missing_frames) or "-",
         )
-    if any(UNCORRELATED in d.flags for d in docs):
+    if any(is_uncorrelated(d.scale_ci) for d in docs):
         table.caption = "cMAE n/a: the scale's 95 % CI includes 0 (forces uncorrelated)"
     return table
 
@@ -930,6 +930,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Figures of the stored results: parity per material and model, scale distribution, MAE vs cMAE."""
+    from softening.analysis.metrics import is_uncorrelated
     from softening.analysis.plots import mae_vs_cmae_plot, parity_plot, scale_distribution_plot
     from softening.stores.queries import load_forces
 
@@ -968,14 +969,14 @@ def report(
         )
         # cMAE divides by the scale: where its CI reaches 0 (forces uncorrelated) the point is
         # meaningless and would squash every other one into a corner of the figure.
-        meaningful = {m: [r for r in rs if r["scale_ci"][0] > 0] for m, rs in by_model.items()}
-        excluded = [
-            f"{r['material_id']} ({m})"
-            for m, rs in by_model.items()
-            for r in rs
-            if r["scale_ci"][0] <= 0
-        ]
-        meaningful = {m: rs for m, rs in meaningful.items() if rs}
+        meaningful: dict[str, list[dict]] = {}
+        excluded = []
+        for m, rs in by_model.items():
+            for r in rs:
+                if is_uncorrelated(r["scale_ci"]):
+                    excluded.append(f"{r['material_id']} ({m})")
+                else:
+                    meaningful.setdefault(m, []).append(r)
         few = all(len(rs) <= 30 for rs in meaningful.values())
         if meaningful:
             files["mae_vs_cmae"] = str(

@@ -412,6 +412,12 @@ def energy_mae_per_atom(
 # --------------------------------------------------------------------------------------------------
 # Bootstrap
 # --------------------------------------------------------------------------------------------------
+def is_uncorrelated(scale_ci: Sequence[float]) -> bool:
+    """Whether a ``scale`` CI ``[low, high]`` reaches 0: the uMLIP's forces do not follow the
+    reference's, and cMAE = MAE(f_ml / scale) divides by almost nothing."""
+    return scale_ci[0] <= 0.0
+
+
 def _bootstrap_ratio(
     num: np.ndarray, den: np.ndarray, n_resamples: int, rng: np.random.Generator
 ) -> np.ndarray:

@@ -8,14 +8,13 @@ import numpy as np
 from jobflow import JobConfig, job
 from jobflow.core.reference import OnMissing
 
-from softening.analysis.metrics import softening_metrics
+from softening.analysis.metrics import is_uncorrelated, softening_metrics
 from softening.errors import InputError
 from softening.stores.documents import CodeInfo, FrameResult, SofteningDoc, UMLIPResults
 
 logger = logging.getLogger(__name__)
 
-# A scale whose confidence interval reaches zero says the uMLIP's forces do not follow the
-# reference's at all; cMAE = MAE(f_ml / scale) then divides by almost nothing.
+# Flag of a result whose scale CI reaches 0 (softening.analysis.metrics.is_uncorrelated).
 UNCORRELATED = "uncorrelated: scale CI includes 0, cMAE not meaningful"
 
 
@@ -77,7 +76,7 @@ def compare_results(
         flags.append(f"{len(missing)} frame(s) missing")
     if any(not ref_by_id[k].converged for k in paired):
         flags.append("unconverged reference")
-    if m.scale_ci[0] <= 0.0:
+    if is_uncorrelated(m.scale_ci):
         flags.append(UNCORRELATED)
     return SofteningDoc(
         material_id="pooled" if pooled else materials[0],

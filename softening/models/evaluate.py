@@ -296,15 +296,15 @@ class MatglGraphBuilder:
     """Structure -> (graph, lattice, state) for a matgl potential (picklable, runs in workers)."""
 
     def __init__(self, element_types, cutoff: float) -> None:
-        self.element_types, self.cutoff = element_types, cutoff
+        from matgl.ext.ase import Atoms2Graph
+
+        self.converter = Atoms2Graph(element_types, cutoff)
 
     def __call__(self, structure: Structure):
         import torch
-        from matgl.ext.ase import Atoms2Graph
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        converter = Atoms2Graph(self.element_types, self.cutoff)
-        g, lat, state = converter.get_graph(AseAtomsAdaptor.get_atoms(structure))
+        g, lat, state = self.converter.get_graph(AseAtomsAdaptor.get_atoms(structure))
         return g, torch.as_tensor(lat).reshape(1, 3, 3), torch.as_tensor(state)
 
 
@@ -341,18 +341,22 @@ class MaceGraphBuilder:
     """Structure -> MACE ``AtomicData`` (picklable, runs in workers)."""
 
     def __init__(self, z_table, cutoff: float, head: str, heads, dtype: str) -> None:
+        from mace import data as mace_data
+
         self.z_table, self.cutoff, self.head, self.heads = z_table, cutoff, head, heads
         self.dtype = dtype
+        self.keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={"charges": "Qs"})
 
     def __call__(self, structure: Structure):
         from mace import data as mace_data
         from mace.tools import torch_tools
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={"charges": "Qs"})
         with torch_tools.default_dtype(self.dtype):
             config = mace_data.config_from_atoms(
-                AseAtomsAdaptor.get_atoms(structure), key_specification=keyspec, head_name=self.head
+                AseAtomsAdaptor.get_atoms(structure),
+                key_specification=self.keyspec,
+                head_name=self.head,
             )
             return mace_data.AtomicData.from_config(
                 config, z_table=self.z_table, cutoff=self.cutoff, heads=self.heads

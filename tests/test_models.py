@@ -131,6 +131,10 @@ def test_batches_resized_by_measured_memory():
     # after the first batch only 10 atoms fit in the 1 GB budget.
     seen = _batched([80] + [5] * 8, 1.0, device="cuda", meter=_Meter(1e8))
     assert seen[0] == [0] and all(len(b) == 2 for b in seen[1:])
+    # The other way round: a model lighter than the estimate gets larger batches (8 atoms fit in
+    # the 0.1 GB budget by the estimate, 100 by the measured 1 MB per atom).
+    seen = _batched([8] * 20, 0.1, device="cuda", meter=_Meter(1e6))
+    assert seen[0] == [0] and len(seen[1]) == 12
 
 
 def test_out_of_memory_batch_is_split_and_retried():

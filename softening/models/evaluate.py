@@ -237,7 +237,7 @@ def run_batches(
     if budget_gb is None:
         budget_gb = 0.7 * meter.free() / 1e9 if meter is not None else 4.0
     max_atoms = plan_max_atoms(model.family, budget_gb, model.device)
-    ceiling = max_atoms  # below the smallest batch that ran out of memory, whatever is measured
+    ceiling = sys.maxsize  # below the smallest batch that ran out of memory, whatever is measured
     bytes_per_atom = 0.0
     out: list[Prediction] = []
     pending: list = []  # graphs built but not yet evaluated, in order

@@ -6,6 +6,7 @@ with status 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -28,7 +29,15 @@ class _App(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except SofteningError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            from softening.settings import redact
+
+            # The one exit of user-facing errors: any store URI in a message loses its password;
+            # escaped, so that `softening[gpaw]` in a message is not taken for markup.
+            console.print(
+                f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False, soft_wrap=True
+            )
             sys.exit(1)
 
 
@@ -40,12 +49,33 @@ app = _App(
     add_completion=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from softening import __version__
+
+        print(f"softening {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Measure and correct the softening of universal ML interatomic potentials against DFT."""
+
+
 # ---- shared options (defined once) ---------------------------------------------------------------
 StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help="Result store: a folder (embedded MontyDB), a mongodb:// or mongodb+srv:// URI, "
+        help="Result store: a folder (embedded SQLite store), a mongodb:// or mongodb+srv:// URI, "
         "'mongodb' (SOFTENING_MONGO_* settings), or a .yaml jobflow store config. "
         "[default: ./softening-db]",
     ),
@@ -82,31 +112,37 @@ StrainedOpt = Annotated[int, typer.Option(help="Frames strained by +3 % and as m
 EcutOpt = Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")]
 KspacingOpt = Annotated[float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")]
 TrainFramesOpt = Annotated[int, typer.Option(help="Frames per material to correct on.")]
+TrustModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model-file",
+        help="Load whole pickled model files (MACE .model) that are neither known published "
+        "weights nor written by softening: loading one runs code from the file.",
+    ),
+]
 
 
-class _FailureCollector(logging.Handler):
-    """Collects the last line of each job failure that jobflow's local manager logs."""
+def _trust_model_files(trust: bool) -> None:
+    """Apply --trust-model-file (to this process and the job processes it starts)."""
+    if trust:
+        from softening.models.trust import allow_model_files
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.failures: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if "failed with exception" in msg:
-            name = msg.split(" failed with exception")[0]
-            last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
-            self.failures.append(f"{name}: {last}")
+        allow_model_files()
 
 
-def _setup_logging(quiet: bool) -> _FailureCollector:
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Jobs run at once on this machine (reference statics of different frames side by "
+        "side). [default: the allocated cores (CPU affinity, SLURM_CPUS_PER_TASK) / torch_threads,"
+        " capped by memory]"
+    ),
+]
+
+
+def _setup_logging(quiet: bool) -> None:
     from rich.logging import RichHandler
 
-    collector = _FailureCollector()
-    jf = logging.getLogger("jobflow.managers.local")
-    jf.addHandler(collector)
-    jf.setLevel(logging.INFO)
-    jf.propagate = False
     logging.getLogger("jobflow").setLevel(logging.WARNING)
     pkg = logging.getLogger("softening")
     pkg.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -116,31 +152,24 @@ def _setup_logging(quiet: bool) -> _FailureCollector:
     import warnings
 
     warnings.filterwarnings("ignore")
-    return collector
 
 
-def _run_flow(flow, store, **run_kwargs) -> tuple[dict, list[str]]:
-    from jobflow import run_locally
+def _run_flow(flow, store, workers: int | None = None, **run_kwargs) -> tuple[list, list[str]]:
+    """Run ``flow`` into ``store`` (independent jobs side by side); its outputs and failures."""
+    from softening.hpc.local import flow_outputs, run_flow
 
-    collector = next(
-        (
-            h
-            for h in logging.getLogger("jobflow.managers.local").handlers
-            if isinstance(h, _FailureCollector)
-        ),
-        None,
-    )
-    responses = run_locally(flow, store=store, log=False, ensure_success=False, **run_kwargs)
-    return responses, (collector.failures if collector else [])
+    with _progress("jobs") as advance:
+        n_jobs = sum(1 for _ in flow.iterflow())
 
+        def done(name: str, ok: bool, seconds: float) -> None:
+            logging.getLogger("softening").info(
+                "%s %s in %.1f s", name, "finished" if ok else "failed", seconds
+            )
+            advance(1, n_jobs)
 
-def _outputs(flow_outputs: list, responses: dict) -> list:
-    docs = []
-    for ref in flow_outputs:
-        r = responses.get(ref.uuid)
-        if r:
-            docs.append(r[max(r)].output)
-    return docs
+        result = run_flow(flow, store, workers=workers, on_job_done=done, **run_kwargs)
+    failures = result.failed + [f"{name}: not run" for name in result.not_run]
+    return flow_outputs(flow, store), failures
 
 
 def _models(models: list[str] | None) -> list[str]:
@@ -266,7 +295,9 @@ def _softening_flow(
 
     models = _models(model)
     if local_checks and reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
-        raise SofteningError("GPAW is not installed: run `make setup`, or use --reference emt")
+        raise SofteningError(
+            'GPAW is not installed: pip install "softening[gpaw]", or use --reference emt'
+        )
     if frames < 2 * strained:
         raise InputError(f"--frames {frames} is fewer than the {2 * strained} strained frames")
     structs = [read_structure(p) for p in structures]
@@ -307,6 +338,7 @@ def _softening_flow(
     )
     if finetune is not None and train_frames >= frames:
         raise InputError(f"--train-frames {train_frames} leaves none of {frames} frames held out")
+    fm.select_maker.check_md(fm.md_maker)  # enough MD frames for --frames, before the MD runs
     if reference == "emt":
         fm.reference_maker.get_calculator(structs[0])  # refuses non-EMT elements up front
     flow = fm.make(structs)
@@ -342,12 +374,17 @@ def run(
         ),
     ] = None,
     train_frames: TrainFramesOpt = 1,
+    workers: WorkersOpt = None,
+    trust_model_file: TrustModelOpt = False,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.stores import describe_store, get_job_store
     from softening.stores.documents import SofteningDoc, VerificationDoc
 
     _setup_logging(quiet=as_json)
+    _trust_model_files(trust_model_file)
+    # Opened first: a damaged store is reported at once, not after the models have loaded.
+    job_store = get_job_store(store)
     structs, fm, flow = _softening_flow(
         structures,
         md_model=md_model,
@@ -367,14 +404,12 @@ def run(
         finetune=finetune,
         train_frames=train_frames,
     )
-    job_store = get_job_store(store)
     folders = {}
     if reference == "vasp":
         # atomate2's VASP jobs write into the current folder: each needs its own.
         (out / "vasp-runs").mkdir(parents=True, exist_ok=True)
         folders = {"create_folders": True, "root_dir": out / "vasp-runs"}
-    responses, failures = _run_flow(flow, job_store, **folders)
-    outputs = _outputs(flow.output, responses)
+    outputs, failures = _run_flow(flow, job_store, workers=workers, **folders)
     docs = [d for d in outputs if isinstance(d, SofteningDoc)]
     checks = [d for d in outputs if isinstance(d, VerificationDoc)]
     out.mkdir(parents=True, exist_ok=True)
@@ -491,65 +526,31 @@ def evaluate(
     ] = None,
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
+    trust_model_file: TrustModelOpt = False,
 ) -> None:
     """Softening of uMLIPs on existing DFT-labelled frames (no MD, no new DFT)."""
+    from softening.makers.evaluate import evaluate_datasets, evaluation_plots
     from softening.stores import get_job_store
-    from softening.workflows import EvaluateFlowMaker
 
     _setup_logging(quiet=True)
-    frames, guard_reports = _labelled_frames(datasets, strict)
-    models = _models(model)
-    elements = {el.symbol for f in frames for el in f.structure.composition}
-    loaded = _check_models(models, elements)
-    specs, refs = _as_references(frames)
-    _check_unique_ids(specs)
-    fm = EvaluateFlowMaker(models=models, seed=seed)
-    flow = fm.make(specs, refs)
-    responses, failures = _run_flow(flow, get_job_store(store))
-    if failures:
-        raise SofteningError("evaluation failed: " + "; ".join(failures))
-    docs = _outputs(flow.output, responses)
-    result: dict[str, Any] = {"models": {}}
-    for m in loaded:
-        mine = [d for d in docs if d.model.name == m.name]
-        mats = [d for d in mine if d.material_id != "pooled"]
-        pooled = next(
-            (d for d in mine if d.material_id == "pooled"), mats[0] if len(mats) == 1 else None
+    _trust_model_files(trust_model_file)
+    job_store = get_job_store(store)
+    with _progress("evaluating frames") as advance:
+        evaluation = evaluate_datasets(
+            datasets, _models(model), store=job_store, strict=strict, seed=seed, progress=advance
         )
-        result["models"][m.name] = {
-            "pooled": {
-                "scale": pooled.scale,
-                "scale_ci": list(pooled.scale_ci),
-                "mae": pooled.mae,
-                "cmae": pooled.cmae,
-                "energy_mae_per_atom": pooled.energy_mae_per_atom,
-                "n_frames": pooled.n_frames,
-                "n_materials": len(mats),
-                "fraction_softened": sum(d.scale < 1 for d in mats) / len(mats),
-            },
-            "materials": [_material_summary(d) for d in mats],
-        }
+    result = evaluation.summary()
     if out is not None:
-        from softening.analysis.plots import scale_distribution_plot
-
-        out.mkdir(parents=True, exist_ok=True)
-        scales = {
-            name: [x["scale"] for x in v["materials"]] for name, v in result["models"].items()
-        }
-        result["plot"] = str(scale_distribution_plot(scales, out / "scale_distribution.png"))
-        _parity([d for d in docs if d.material_id == "pooled"] or docs, out / "parity.png")
-    if guard_reports:
-        result["inputs"] = [r.as_dict() for r in guard_reports]
+        result.update(evaluation_plots(evaluation, out))
     if as_json:
         print(json.dumps(result))
         return
-    for r in guard_reports:
+    for r in evaluation.reports:
         console.print(r.summary(), highlight=False, soft_wrap=True)
     if len(result["models"]) > 1:
         out_console.print(_models_table(result["models"]))
     for name, v in result["models"].items():
-        mats = [d for d in docs if d.model.name == name and d.material_id != "pooled"]
-        out_console.print(_scale_table(mats, f"{name}"))
+        out_console.print(_scale_table(evaluation.models[name].materials, f"{name}"))
         p = v["pooled"]
         out_console.print(
             f"[bold]{name} pooled[/]: scale {p['scale']:.3f} [{p['scale_ci'][0]:.3f}, "
@@ -557,6 +558,40 @@ def evaluate(
             f"{p['n_frames']} frames; softened (scale < 1): {100 * p['fraction_softened']:.1f} % "
             f"of {p['n_materials']} materials"
         )
+
+
+@contextlib.contextmanager
+def _progress(what: str):
+    """A progress bar with ETA on a terminal (stderr); a no-op when output is piped."""
+    if not console.is_terminal:
+        yield lambda n, total=None: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def advance(n: int, total: int | None = None) -> None:
+            if total is not None and bar.tasks[0].total != total:
+                bar.update(task, total=total)
+            bar.advance(task, n)
+
+        yield advance
 
 
 @app.command()
@@ -591,6 +626,7 @@ def finetune(
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
+    trust_model_file: TrustModelOpt = False,
 ) -> None:
     """Correct a uMLIP on a few high-energy frames per material; verify on the held-out frames."""
     from softening.makers.finetune import CorrectionMaker, models_folder, split_frames
@@ -600,6 +636,7 @@ def finetune(
     from softening.workflows import CorrectionFlowMaker
 
     _setup_logging(quiet=as_json)
+    _trust_model_files(trust_model_file)
     maker = CorrectionMaker(
         model=model,
         mode=mode,
@@ -618,10 +655,10 @@ def finetune(
 
     split_frames(refs, train_frames, frame_choice, seed)  # too few frames: fail before any work
     flow = CorrectionFlowMaker(correction_maker=maker).make(refs)
-    responses, failures = _run_flow(flow, get_job_store(store))
-    if failures:
+    outputs, failures = _run_flow(flow, get_job_store(store), workers=1)
+    if failures or not outputs:
         raise SofteningError("correction failed: " + "; ".join(failures))
-    doc = _outputs([flow.output], responses)[0]
+    doc = outputs[0]
     c = doc.correction
     result = {
         "before": doc.before,
@@ -906,9 +943,9 @@ def build(
 
 
 def _safe_name(text: str) -> str:
-    import re
+    from softening.naming import safe_filename
 
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+    return safe_filename(text)
 
 
 @app.command()
@@ -1376,9 +1413,65 @@ def _print_plan(plan) -> None:
         )
 
 
+@app.command()
+def doctor(
+    structure: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--structure", help="Check every POTCAR VASP needs for this structure (repeatable)."
+        ),
+    ] = None,
+    vasp: Annotated[bool, typer.Option("--vasp", help="Treat VASP as needed.")] = False,
+    store: StoreOpt = None,
+    launchpad: Annotated[str | None, typer.Option(help="LaunchPad YAML to check.")] = None,
+    qadapter: Annotated[str | None, typer.Option(help="Queue adapter YAML to check.")] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each check may take (all together: under a minute).")
+    ] = 30.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """What this machine and configuration can do: one line per check, with what to do."""
+    from rich.markup import escape
+
+    from softening.doctor import python_info, run_checks
+
+    report = run_checks(
+        store=store,
+        structures=structure or (),
+        vasp=vasp,
+        launchpad=launchpad,
+        qadapter=qadapter,
+        timeout=timeout,
+    )
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+        table = Table(title=python_info(), title_justify="left")
+        for col in ("check", "status", "detail", "fix"):
+            table.add_column(col, overflow="fold")
+        for c in report.checks:
+            cells = (escape(c.detail), escape(c.fix))  # fixes hold `softening[gpaw]`, not markup
+            table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", *cells)
+        out_console.print(table, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# Property commands register themselves on `app` (imported last: they import this module).
+from softening import cli_properties  # noqa: E402,F401
+
+# isort: split
+from softening import cli_surfaces  # noqa: E402,F401
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    # Under `python -m softening.cli` this file runs as __main__, a second copy of the module: the
+    # property commands registered on the imported module's app, so run that one.
+    from softening.cli import app as _app
+
+    _app()

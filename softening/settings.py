@@ -13,10 +13,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from softening.errors import SofteningError
+
 DEFAULT_CONFIG_FILE = Path("~/.softening.yaml").expanduser()
+
+
+class SettingsError(SofteningError, ValueError):
+    """A settings file that cannot be parsed, or a setting with a value outside its allowed range.
+
+    Its message names the file and line, or the variable and the allowed values, and never the
+    value itself: a settings file or a ``SOFTENING_*`` variable may hold a password.
+    """
+
+
+def _config_path() -> Path:
+    return Path(os.environ.get("SOFTENING_CONFIG", DEFAULT_CONFIG_FILE)).expanduser()
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -26,12 +40,23 @@ class _YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = Path(os.environ.get("SOFTENING_CONFIG", DEFAULT_CONFIG_FILE)).expanduser()
+        path = _config_path()
         if not path.is_file():
             return {}
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            # yaml's own message quotes the offending line, which may hold a password: only the
+            # position and the kind of problem are reported.
+            raise SettingsError(_yaml_error(path, exc)) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(
+                f"cannot read settings file {redact(str(path))}: {type(exc).__name__}"
+            ) from None
         if not isinstance(data, dict):
-            raise ValueError(f"settings file {path} must hold a mapping, not {type(data).__name__}")
+            raise SettingsError(
+                f"settings file {redact(str(path))} must hold a mapping, not {type(data).__name__}"
+            )
         # Accept both `store: x` and `SOFTENING_STORE: x` spellings.
         return {k.lower().removeprefix("softening_"): v for k, v in data.items()}
 
@@ -47,7 +72,7 @@ class SofteningSettings(BaseSettings):
 
     store: str = Field(
         "./softening-db",
-        description="Result store: a folder (embedded MontyDB, sqlite), a mongodb:// or "
+        description="Result store: a folder (embedded SQLite store), a mongodb:// or "
         "mongodb+srv:// URI, a .yaml/.json jobflow JobStore config, or 'mongodb' (the mongo_* "
         "settings below).",
     )
@@ -98,6 +123,11 @@ class SofteningSettings(BaseSettings):
         ge=0,
         description="Processes that build uMLIP graphs while the model evaluates; default: the "
         "cores left beside torch's threads, at most 8; 0 builds them in the main process.",
+    )
+    trust_model_files: bool = Field(
+        False,
+        description="Load whole pickled model files (e.g. MACE .model) whose SHA-256 is neither a "
+        "known published model's nor one softening wrote; loading such a file runs code from it.",
     )
     md_model: str = Field("chgnet", description="uMLIP that drives the MD sampling.")
     models: list[str] = Field(
@@ -171,7 +201,102 @@ def redact(text: str) -> str:
     return _URI.sub(_one, str(text))
 
 
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line:column: problem`` of a YAML parse error, without yaml's quote of the line."""
+    # `context` and `problem` are yaml's fixed descriptions ("while scanning a quoted scalar",
+    # "found unexpected end of stream"), never the file's content; str(exc) would quote the line.
+    parts = []
+    for text, mark in (
+        (getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+        (getattr(exc, "problem", None), getattr(exc, "problem_mark", None)),
+    ):
+        if text:
+            parts.append(text + (f" at line {mark.line + 1}" if mark is not None else ""))
+    problem = ", ".join(parts) or type(exc).__name__
+    return f"settings file {redact(str(path))} is not valid YAML: {problem} (values not shown)"
+
+
+def _allowed(name: str) -> str:
+    """The allowed values of the setting ``name``, in words (from its type and constraints)."""
+    import typing
+
+    info = SofteningSettings.model_fields.get(name)
+    if info is None:
+        return "see `softening --help`"
+    annotation = info.annotation
+    if typing.get_origin(annotation) is list:
+        return "a list"
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    literal = next((a for a in [annotation, *args] if typing.get_origin(a) is Literal), None)
+    if literal is not None:
+        return "one of " + ", ".join(map(str, typing.get_args(literal)))
+    bounds = []
+    for meta in info.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(meta, attr)}")
+    base = args[0] if args else annotation
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(
+        base, getattr(base, "__name__", str(base))
+    )
+    return kind + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """One line naming each invalid setting, where it came from and what is allowed (no values)."""
+    config = _config_path()
+    problems = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err.get("loc") else "?"
+        env = f"SOFTENING_{name.upper()}"
+        source = env if env in os.environ else f"`{name}` in {redact(str(config))}"
+        problems.append(f"{source} must be {_allowed(name)}")
+    return SettingsError("invalid setting: " + "; ".join(problems))
+
+
+def load_settings(**overrides: Any) -> SofteningSettings:
+    """Settings from the environment and the settings file, with user-facing errors.
+
+    Parameters
+    ----------
+    **overrides
+        Field values that take precedence over everything else.
+
+    Returns
+    -------
+    SofteningSettings
+        The validated settings.
+
+    Raises
+    ------
+    SettingsError
+        A settings file that is not valid YAML (file and line named), or a value outside a
+        setting's allowed values (the variable and the allowed values named, never the value).
+    """
+    from pydantic_settings import SettingsError as SourceError
+
+    try:
+        return SofteningSettings(**overrides)
+    except ValidationError as exc:
+        raise _settings_error(exc) from None
+    except SourceError as exc:
+        # pydantic-settings could not decode a variable (e.g. a list that is not JSON); its
+        # message names the field, not the value.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1) if field else "?"
+        raise SettingsError(
+            f"invalid setting: SOFTENING_{name.upper()} must be {_allowed(name)}"
+            + (' given as JSON (e.g. ["chgnet", "m3gnet"])' if name == "models" else "")
+        ) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> SofteningSettings:
-    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env)."""
-    return SofteningSettings()
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing env).
+
+    Raises
+    ------
+    SettingsError
+        See :func:`load_settings`.
+    """
+    return load_settings()

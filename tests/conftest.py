@@ -37,7 +37,7 @@ def _isolated_settings(monkeypatch, tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    """A fresh embedded (MontyDB sqlite) JobStore."""
+    """A fresh embedded (SQLite) JobStore."""
     from softening.stores import get_job_store
 
     return get_job_store(tmp_path / "db")

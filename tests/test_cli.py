@@ -149,7 +149,12 @@ def test_run_emt_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     (mat,) = summary["materials"]
-    assert mat["material_id"] == "Cu" and mat["n_frames"] == 4 and mat["model"] == "CHGNet-0.3.0"
+    from softening.datasets import read_structure
+    from softening.datasets.checks import structure_digest
+
+    # Material id: reduced formula plus a short hash of the structure read from the file.
+    assert mat["material_id"] == f"Cu-{structure_digest(read_structure(p))}"
+    assert mat["n_frames"] == 4 and mat["model"] == "CHGNet-0.3.0"
     assert (tmp_path / "out" / "parity.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
     res2 = _cli(*args)

@@ -309,10 +309,15 @@ def test_matgl_head_finetune_improves_and_reloads(tmp_path):
 
 
 @needs(SI)
-def test_mace_finetune_runs(tiny_mace, tmp_path):
+def test_mace_finetune_runs(tiny_mace, tmp_path, monkeypatch):
     from softening.models import load_model
+    from softening.models.factory import _load_cached
+    from softening.settings import get_settings
 
     refs = _refs("843")
+    # The tiny foundation model is a whole pickled file from mace's trainer: explicit opt-in.
+    monkeypatch.setenv("SOFTENING_TRUST_MODEL_FILES", "1")
+    get_settings.cache_clear()
     corr = fit_correction(
         refs,
         CorrectionMaker(
@@ -323,8 +328,14 @@ def test_mace_finetune_runs(tiny_mace, tmp_path):
             finetune=FineTuneSettings(epochs=1),
         ),
     )
+    # The fine-tuned model softening wrote loads without the opt-in (its hash is recorded).
+    monkeypatch.delenv("SOFTENING_TRUST_MODEL_FILES")
+    get_settings.cache_clear()
+    _load_cached.cache_clear()
     m = load_model(corr.model.path)
     assert m.family == "mace" and (tmp_path / corr.model.name / "model.model").exists()
+    monkeypatch.setenv("SOFTENING_TRUST_MODEL_FILES", "1")
+    get_settings.cache_clear()
     assert set(corr.held_out_frames).isdisjoint(corr.train_frames)
     # The scale mode works for MACE too: its batched path applies c exactly once.
     scaled = fit_correction(refs, CorrectionMaker(model=str(tiny_mace), models_dir=str(tmp_path)))

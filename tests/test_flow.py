@@ -1,6 +1,8 @@
-"""The whole pipeline with EMT references through run_locally into a temporary MontyStore."""
+"""The whole pipeline with EMT references through run_locally into a temporary embedded store."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ from jobflow import run_locally
 from pymatgen.core import Lattice, Structure
 
 from softening.analysis import scale_through_origin
+from softening.datasets.checks import structure_digest
+from softening.hpc.local import flow_outputs
 from softening.makers import (
     FrameSelectionMaker,
     MDSamplingMaker,
@@ -41,7 +45,9 @@ def test_emt_flow_end_to_end(store):
     flow = _flow_maker(ReferenceStaticMaker(calculator="emt")).make([_cu8()])
     responses = run_locally(flow, store=store, log=False, ensure_success=True)
     doc = _doc(flow, responses)
-    assert doc.material_id == "Cu"
+    # Material id: reduced formula plus a short hash of the structure.
+    assert doc.material_id == f"Cu-{structure_digest(_cu8())}"
+    assert re.fullmatch(r"Cu-[0-9a-f]{6}", doc.material_id)
     assert doc.n_frames == 5 and not doc.missing_frames
     assert doc.model.name == "CHGNet-0.3.0" and len(doc.model.weights_sha256) == 64
     assert doc.reference.name == "emt" and doc.reference.settings["compute_stress"] is True
@@ -54,7 +60,7 @@ def test_emt_flow_end_to_end(store):
     assert doc.scale == pytest.approx(s, rel=1e-12)
     assert doc.mae == pytest.approx(np.mean(np.abs(f_ml - f_ref)))
     # The stored document has its arrays in the data store, and loads back whole.
-    stored = softening_docs(store, {"material_id": "Cu"})
+    stored = softening_docs(store, {"material_id": doc.material_id})
     assert len(stored) == 1
     loaded = store.query_one({"output.@class": "SofteningDoc"}, load=True)["output"]
     assert np.allclose(np.array(loaded["forces_ml"]), f_ml)
@@ -181,3 +187,68 @@ def test_pooled_is_one_slope_not_a_mean(store):
     flat = compare_results(refs, umlip.model_copy(update={"frames": noise}), material_id="B")
     assert flat.scale_ci[0] <= 0 <= flat.scale_ci[1]
     assert any("uncorrelated" in f for f in flat.flags)
+
+
+def test_rerun_references_stored_results_instead_of_copying(store):
+    """Three identical runs: MD trajectory and references are reused by reference, not copied."""
+    store.connect()
+    data = store.additional_stores["data"]
+    maker = _flow_maker(ReferenceStaticMaker(calculator="emt"))
+    counts, docs, job_names = [], [], {}
+    for _ in range(3):
+        flow = maker.make([_cu8()])
+        run_locally(flow, store=store, log=False, ensure_success=True)
+        # A reused comparison's output is the stored document: read it back, arrays loaded.
+        docs.append(flow_outputs(flow, store)[0])
+        store.connect()
+        job_names.update(
+            {d["uuid"]: d["name"] for d in store.query({}, properties=["uuid", "name"])}
+        )
+        blobs = list(data.query({}, properties=["job_uuid"]))
+        md_and_refs = [
+            b
+            for b in blobs
+            if job_names[b["job_uuid"]].startswith(("md sampling", "reference static"))
+        ]
+        counts.append((len(blobs), len(md_and_refs)))
+    # Every consumer still gets the full arrays: identical results.
+    assert docs[1].forces_ref == docs[0].forces_ref == docs[2].forces_ref
+    assert docs[2].scale == docs[0].scale and docs[2].forces_ml == docs[0].forces_ml
+    md_outputs = [d["output"] for d in store.query({"output.@class": "MDResult"}, load=True)]
+    assert [m["reused"] for m in md_outputs].count(True) == 2
+    assert all(len(m["trajectory"]["positions"]) == 16 for m in md_outputs)
+    # The MD trajectory is stored once, and nothing of the reused references is stored again.
+    assert counts[0][1] == counts[1][1] == counts[2][1] == 1
+    # Nor the uMLIP forces and the comparison's arrays: an identical rerun adds no blob at all.
+    assert counts[2][0] == counts[1][0] == counts[0][0]
+    compare_outputs = [d["output"] for d in store.query({"output.@class": "SofteningDoc"})]
+    assert [c["reused"] for c in compare_outputs].count(True) == 2
+
+
+def test_default_ids_are_formula_plus_structure_hash():
+    from softening.workflows.softening import _default_ids
+
+    a = _cu8()
+    b = _cu8()
+    b.perturb(0.05, seed=1)  # another structure with the same reduced formula
+    ids = _default_ids([a, b, a])
+    assert all(re.fullmatch(r"Cu-[0-9a-f]{6}(-2)?", i) for i in ids)
+    assert ids[0] != ids[1] and ids[2] == f"{ids[0]}-2"
+    assert _default_ids([b]) == [ids[1]]  # the same structure gets the same id in any run
+
+
+def test_store_with_formula_ids_resumes_under_new_ids(store):
+    """A store written when ids were bare formulas: MD and references are reused by content key."""
+    maker = _flow_maker(ReferenceStaticMaker(calculator="emt"))
+    old_flow = maker.make([_cu8()], material_ids=["Cu"])  # the id rule before formula+hash
+    old = _doc(old_flow, run_locally(old_flow, store=store, log=False, ensure_success=True))
+    flow = maker.make([_cu8()])
+    new = _doc(flow, run_locally(flow, store=store, log=False, ensure_success=True))
+    assert old.material_id == "Cu" and new.material_id == f"Cu-{structure_digest(_cu8())}"
+    assert new.scale == old.scale and new.forces_ref == old.forces_ref
+    uuids = [j.uuid for j in flow.jobs[0].jobs]
+    refs = list(store.query({"output.@class": "FrameResult", "uuid": {"$in": uuids}}))
+    assert len(refs) == 5 and all(r["output"]["reused"] for r in refs)
+    assert {r["output"]["material_id"] for r in refs} == {new.material_id}
+    md = store.query_one({"output.@class": "MDResult", "uuid": flow.jobs[0].jobs[0].uuid})
+    assert md["output"]["reused"] is True and md["output"]["material_id"] == new.material_id

@@ -220,7 +220,7 @@ def test_mace_whole_pickled_file_needs_weights_only_false(tiny_mace):
 
     with pytest.raises(Exception, match="[Ww]eights"):
         torch.load(tiny_mace, map_location="cpu", weights_only=True)  # torch 2.13's default
-    m = load_model(str(tiny_mace), dtype="float64")
+    m = load_model(str(tiny_mace), dtype="float64", trust_model_file=True)
     # mace's import-time TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 does not leak into the process.
     assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
     assert m.family == "mace" and m.elements == frozenset({"Si"})
@@ -250,11 +250,11 @@ def test_matgl_batched_equals_ase(dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_mace_batched_equals_ase(tiny_mace, dtype):
     structures = [_rattled(seed=i) for i in range(3)] + [_rattled((1, 1, 2))]
-    _agree(load_model(str(tiny_mace), dtype=dtype), structures, 1e-5, 1e-4)
+    _agree(load_model(str(tiny_mace), dtype=dtype, trust_model_file=True), structures, 1e-5, 1e-4)
 
 
 def test_matgl_and_mace_graph_workers_identical(tiny_mace):
-    _same_with_graph_workers(load_model(str(tiny_mace), dtype="float64"))
+    _same_with_graph_workers(load_model(str(tiny_mace), dtype="float64", trust_model_file=True))
     if M3GNET_DIR.is_dir():
         _same_with_graph_workers(load_model(str(M3GNET_DIR)))
 
@@ -262,7 +262,7 @@ def test_matgl_and_mace_graph_workers_identical(tiny_mace):
 def test_mace_runs_md_and_evaluate(tiny_mace, tmp_path):
     from softening.makers.md import MDSamplingMaker, run_md
 
-    m = load_model(str(tiny_mace), dtype="float64")
+    m = load_model(str(tiny_mace), dtype="float64", trust_model_file=True)
     traj = run_md(_rattled(), m.calculator(), MDSamplingMaker(steps=10, stride=2, temperature=300))
     assert len(traj.steps) == 4 and np.isfinite(traj.energies).all()
     res = subprocess.run(
@@ -283,8 +283,129 @@ def test_mace_runs_md_and_evaluate(tiny_mace, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "SOFTENING_TRUST_MODEL_FILES": "1"},  # the opt-in, as a setting
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)["models"]
     assert set(out) == {"MACE-tiny", "CHGNet-0.3.0"}
     assert out["MACE-tiny"]["pooled"]["n_frames"] == out["CHGNet-0.3.0"]["pooled"]["n_frames"] > 0
+
+
+# ---- model files run no code unless trusted ----------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates a marker file: what a malicious model file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_payloads_never_run_and_bad_files_are_one_line(tmp_path):
+    import torch
+
+    marker = tmp_path / "PWNED"
+    for name in ("evil.pth.tar", "evil.model"):
+        torch.save({"model": _Payload(marker)}, tmp_path / name)
+    (tmp_path / "random.model").write_bytes(os.urandom(3000))
+    (tmp_path / "random.pth.tar").write_bytes(os.urandom(3000))
+    good = next((Path(__import__("chgnet").__file__).parent / "pretrained" / "0.3.0").glob("*.tar"))
+    (tmp_path / "cut.pth.tar").write_bytes(good.read_bytes()[:100_000])
+    dataset = DATA / "mlearn" / "Si" / "test.json"
+    for name, why in [
+        ("evil.pth.tar", "pickled code"),
+        ("evil.model", "--trust-model-file"),
+        ("random.model", "not a readable torch file"),
+        ("random.pth.tar", "not a torch weights file"),
+        ("cut.pth.tar", "truncated"),
+    ]:
+        res = subprocess.run(
+            [sys.executable, "-m", "softening.cli", "evaluate", str(dataset), "--model",
+             str(tmp_path / name), "--store", str(tmp_path / "db"), "--json"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        err = res.stderr.strip()
+        assert not marker.exists(), f"{name}: the payload ran"
+        assert res.returncode == 1 and err.startswith("error:") and "\n" not in err, err
+        assert name in err and why in err and "Traceback" not in err, err
+
+
+def test_untrusted_pickled_model_says_how_to_opt_in(tmp_path):
+    import torch
+
+    marker = tmp_path / "PWNED"
+    torch.save({"model": _Payload(marker)}, tmp_path / "evil.model")
+    torch.save({"model": _Payload(marker)}, tmp_path / "evil.pth.tar")
+    with pytest.raises(ModelError, match="--trust-model-file"):
+        load_model(str(tmp_path / "evil.model"))
+    with pytest.raises(ModelError, match="pickled code"):
+        load_model(str(tmp_path / "evil.pth.tar"))
+    assert not marker.exists()
+
+
+def test_mace_file_trust_rules(tiny_mace, tmp_path, monkeypatch):
+    import shutil
+
+    from softening.models import trust
+    from softening.models.factory import _load_cached
+
+    copy = tmp_path / "mine" / "tiny.model"
+    copy.parent.mkdir()
+    shutil.copy(tiny_mace, copy)
+    _load_cached.cache_clear()
+    with pytest.raises(ModelError, match="--trust-model-file"):
+        load_model(str(copy))
+    # A registry shipped beside the model proves nothing.
+    trust.record_written_model(copy.parent, [copy])
+    trust._WRITTEN_DIRS.discard(copy.parent.resolve())
+    with pytest.raises(ModelError, match="--trust-model-file"):
+        load_model(str(copy))
+    # Recorded in the store's models folder (where softening writes models): trusted.
+    store_models = Path(get_settings().store) / "models"
+    trust.record_written_model(store_models, [copy])
+    trust._WRITTEN_DIRS.discard(store_models.resolve())
+    assert load_model(str(copy), dtype="float64").family == "mace"
+    (store_models / trust.REGISTRY_FILE).unlink()
+    _load_cached.cache_clear()
+    # Known published weights: trusted without an opt-in.
+    monkeypatch.setitem(trust.KNOWN_MODEL_SHA256, trust.file_sha256(copy), "tiny test model")
+    assert load_model(str(copy), dtype="float64").family == "mace"
+    monkeypatch.delitem(trust.KNOWN_MODEL_SHA256, trust.file_sha256(copy))
+    _load_cached.cache_clear()
+    # The setting (SOFTENING_TRUST_MODEL_FILES, what --trust-model-file sets).
+    monkeypatch.setenv("SOFTENING_TRUST_MODEL_FILES", "1")
+    get_settings.cache_clear()
+    assert load_model(str(copy), dtype="float64").family == "mace"
+
+
+def test_chgnet_checkpoints_load_without_unpickling_code(tmp_path):
+    from softening.models.factory import chgnet_from_checkpoint
+    from softening.models.finetune import save_chgnet
+
+    m = load_model("chgnet")
+    saved = save_chgnet(m.model, tmp_path / "mine.pth.tar")
+    again = chgnet_from_checkpoint(saved)
+    assert sum(p.numel() for p in again.parameters()) == sum(
+        p.numel() for p in m.model.parameters()
+    )
+    s = _rattled()
+    a = evaluate_structures(m, [s])[0]
+    b = evaluate_structures(load_model(str(saved)), [s])[0]
+    assert np.abs(a.forces - b.forces).max() < 1e-6
+
+
+@needs(MODELS / "M3GNet-MP-2021.2.8-PES")
+def test_matgl_folder_naming_foreign_code_is_refused(tmp_path):
+    import shutil
+
+    folder = tmp_path / "evil-m3gnet"
+    shutil.copytree(MODELS / "M3GNet-MP-2021.2.8-PES", folder)
+    desc = json.loads((folder / "model.json").read_text())
+    desc["kwargs"]["model"]["@module"] = "subprocess"
+    desc["kwargs"]["model"]["@class"] = "Popen"
+    (folder / "model.json").write_text(json.dumps(desc))
+    with pytest.raises(ModelError, match="outside matgl.*subprocess"):
+        load_model(str(folder))

@@ -530,3 +530,29 @@ def test_emulator_with_gpaw(vasp_env, tmp_path, monkeypatch):
     run = Vasprun(str(folder / "vasprun.xml"))
     assert run.converged and run.run_type == "GGA"
     assert np.abs(run.ionic_steps[-1]["forces"]).max() < 1e-3  # fcc: forces vanish by symmetry
+
+
+def test_flow_with_vasp_references_in_parallel_workers(vasp_env, tmp_path, monkeypatch):
+    """The local executor follows the VASP maker's replacement by atomate2's static job, in
+    worker processes (each VASP job in its own folder), with the same result as run_locally."""
+    from pymatgen.core import SETTINGS as PMG_SETTINGS
+
+    from softening.hpc.local import flow_outputs, run_flow
+    from softening.stores import get_job_store
+
+    # Workers are new processes: they read the POTCAR folder and VASP command from the environment.
+    monkeypatch.setenv("PMG_VASP_PSP_DIR", PMG_SETTINGS["PMG_VASP_PSP_DIR"])
+    monkeypatch.setenv("ATOMATE2_VASP_CMD", vasp_command())
+    monkeypatch.setenv("ATOMATE2_VASP_GAMMA_CMD", vasp_command())
+    store = get_job_store(tmp_path / "db")
+    flow = _flow_maker(n_frames=3).make([_cu_al()])
+    result = run_flow(flow, store, workers=2, create_folders=True, root_dir=tmp_path / "runs")
+    assert result.ok, result.failed
+    (doc,) = flow_outputs(flow, store)
+    assert doc.n_frames == 3 and not doc.missing_frames
+    assert doc.reference.name == "vasp"
+    assert len(_runs(vasp_env)) == 3
+    assert len(list((tmp_path / "runs").glob("job_*/vasprun.xml.gz"))) == 3
+    frames = store.query_one({"output.@class": "FrameSelection"})["output"]["frames"]
+    f_emt = np.concatenate([_emt(Structure.from_dict(f["structure"]))[0] for f in frames])
+    np.testing.assert_allclose(np.array(doc.forces_ref), f_emt, atol=1e-6)

@@ -34,6 +34,7 @@ import numpy as np
 from ase.units import GPa
 from pymatgen.core import Lattice, Structure
 
+from softening.datasets import checks as _checks
 from softening.datasets.frames import Frame
 from softening.errors import InputError
 
@@ -70,7 +71,7 @@ ASE_VOIGT_ORDER: str = "xx yy zz yz xz xy"
 VASP_VOIGT_ORDER: str = "xx yy zz xy yz zx"
 
 #: Closest allowed approach of two atoms in a starting structure, in Å.
-MIN_INTERATOMIC_DISTANCE: float = 0.5
+MIN_INTERATOMIC_DISTANCE: float = _checks.MIN_INTERATOMIC_DISTANCE
 
 # Aliases users are likely to type for ``fmt``.
 _FMT_ALIASES = {
@@ -228,7 +229,8 @@ def read_structure(path: str | Path, fmt: str | None = None) -> Structure:
     else:
         structure = read_frames(path, kind)[0].structure
     check_structure(structure, name=str(path))
-    return structure
+    # Results must not depend on the periodic image an atom was given in (float32 models).
+    return _checks.wrap_structure(structure)
 
 
 def check_structure(structure: Structure, name: str = "structure") -> None:
@@ -244,30 +246,10 @@ def check_structure(structure: Structure, name: str = "structure") -> None:
     Raises
     ------
     InputError
-        Zero or non-finite cell volume, partial occupancies, or two atoms (or an atom and its
-        periodic image) closer than :data:`MIN_INTERATOMIC_DISTANCE` (0.5 Å).
+        No atoms, zero or non-finite cell volume, partial occupancies, or two atoms (or an atom
+        and its periodic image) closer than :data:`MIN_INTERATOMIC_DISTANCE` (0.5 Å).
     """
-    prefix = f"cannot use {name!r} as a structure"
-    volume = float(structure.lattice.volume)
-    if not math.isfinite(volume) or abs(volume) < 1e-6:
-        raise InputError(f"{prefix}: it has no lattice (cell volume {volume:.3g} Å^3)")
-    if not structure.is_ordered:
-        raise InputError(f"{prefix}: it is disordered (partial occupancies); order it first")
-    if len(structure) == 0:
-        raise InputError(f"{prefix}: it has no atoms")
-    centers, neighbors, _, distances = structure.get_neighbor_list(r=MIN_INTERATOMIC_DISTANCE)
-    if len(distances):
-        k = int(np.argmin(distances))
-        i, j, d = int(centers[k]), int(neighbors[k]), float(distances[k])
-        si, sj = structure[i].species_string, structure[j].species_string
-        pair = (
-            f"atom {i} ({si}) and its periodic image"
-            if i == j
-            else f"atoms {i} ({si}) and {j} ({sj})"
-        )
-        raise InputError(
-            f"{prefix}: {pair} are {d:.3f} Å apart (< {MIN_INTERATOMIC_DISTANCE} Å): overlapping atoms"
-        )
+    _checks.check_structure(structure, name)
 
 
 def vasp_stress_to_ase(stress_kbar: Any) -> np.ndarray:
@@ -797,8 +779,8 @@ def _make_frame(
             raise _error(path, f"{where}: bad stress ({_detail(exc)})") from exc
         if not np.isfinite(stress).all():
             flags.append("non_finite_labels")
-    return Frame(
-        structure=structure,
+    frame = Frame(
+        structure=_checks.wrap_structure(structure),
         frame_id=frame_id,
         energy=energy,
         forces=forces,
@@ -806,6 +788,9 @@ def _make_frame(
         flags=sorted(set(flags)),
         **kwargs,
     )
+    # Refused here, before any model runs: no atoms, overlapping atoms, non-finite labels.
+    _checks.check_frame(frame, f"{path} {where}")
+    return frame
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -847,42 +832,38 @@ def _extxyz_frames(path: Path, index: int | str) -> list[Frame]:
         raise _error(path, f"not a valid extended XYZ file ({_detail(exc)})") from exc
     if not isinstance(images, list):
         images = [images]
-    frames = []
-    for i, atoms in enumerate(images):
-        where = f"frame {i}"
-        structure = _atoms_to_structure(atoms, path, where)
-        info, arrays = atoms.info, atoms.arrays
-        # Recent ASE moves the plain energy/forces/stress keys onto a SinglePointCalculator;
-        # older files or readers leave them in info/arrays: look in both.
-        results = dict(atoms.calc.results) if atoms.calc is not None else {}
-        energy = _first_present(info.get("REF_energy"), results.get("energy"), info.get("energy"))
-        forces = _first_present(
-            arrays.get("REF_forces"), results.get("forces"), arrays.get("forces")
-        )
-        stress = _first_present(info.get("REF_stress"), results.get("stress"), info.get("stress"))
-        material_id = _first_present(info.get("material_id"), info.get("mp_id"))
-        frame_id = info.get("frame_id", i)
-        metadata = {
-            k: _jsonable(v)
-            for k, v in info.items()
-            if k not in _EXTXYZ_USED_INFO and k != "frame_id"
-        }
-        frames.append(
-            _make_frame(
-                path,
-                where,
-                structure=structure,
-                frame_id=str(frame_id),
-                material_id=None if material_id is None else str(material_id),
-                energy=energy,
-                forces=forces,
-                stress=stress,
-                stress_voigt_order=ASE_VOIGT_ORDER,
-                source=f"{path}@{i}",
-                metadata=metadata,
-            )
-        )
-    return frames
+    return [_extxyz_frame(atoms, i, path) for i, atoms in enumerate(images)]
+
+
+def _extxyz_frame(atoms: Any, i: int, path: Path) -> Frame:
+    """One extended-XYZ image (the ``i``-th of ``path``) as a Frame."""
+    where = f"frame {i}"
+    structure = _atoms_to_structure(atoms, path, where)
+    info, arrays = atoms.info, atoms.arrays
+    # Recent ASE moves the plain energy/forces/stress keys onto a SinglePointCalculator;
+    # older files or readers leave them in info/arrays: look in both.
+    results = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = _first_present(info.get("REF_energy"), results.get("energy"), info.get("energy"))
+    forces = _first_present(arrays.get("REF_forces"), results.get("forces"), arrays.get("forces"))
+    stress = _first_present(info.get("REF_stress"), results.get("stress"), info.get("stress"))
+    material_id = _first_present(info.get("material_id"), info.get("mp_id"))
+    frame_id = info.get("frame_id", i)
+    metadata = {
+        k: _jsonable(v) for k, v in info.items() if k not in _EXTXYZ_USED_INFO and k != "frame_id"
+    }
+    return _make_frame(
+        path,
+        where,
+        structure=structure,
+        frame_id=str(frame_id),
+        material_id=None if material_id is None else str(material_id),
+        energy=energy,
+        forces=forces,
+        stress=stress,
+        stress_voigt_order=ASE_VOIGT_ORDER,
+        source=f"{path}@{i}",
+        metadata=metadata,
+    )
 
 
 def _is_wbm(data: Any) -> bool:
@@ -930,9 +911,9 @@ def _json_frames(data: Any, path: Path) -> list[Frame]:
     )
 
 
-def _wbm_frames(data: dict[str, Any], path: Path) -> list[Frame]:
+def _wbm_frames(data: dict[str, Any], path: Path, start: int = 0) -> list[Frame]:
     frames = []
-    index = 0
+    index = start  # position in the file, also when a stream hands materials over one by one
     for material_id, records in data.items():
         if not isinstance(records, dict):
             raise _error(path, f"material {material_id!r}: expected a dict of frames")
@@ -958,9 +939,11 @@ def _wbm_frames(data: dict[str, Any], path: Path) -> list[Frame]:
     return frames
 
 
-def _mlearn_frames(data: list[Any], path: Path, pairs: Sequence[tuple[int, int]]) -> list[Frame]:
+def _mlearn_frames(
+    data: list[Any], path: Path, pairs: Sequence[tuple[int, int]], start: int = 0
+) -> list[Frame]:
     frames = []
-    for index, record in enumerate(data):
+    for index, record in enumerate(data, start=start):
         where = f"entry {index}"
         with _wrap(path, where):
             structure = Structure.from_dict(record["structure"])
@@ -1004,6 +987,8 @@ def _read_structure_file(path: Path) -> Structure:
     """A plain structure file: pymatgen first (CIF, POSCAR, ...), then ASE."""
     if path.is_dir():
         raise _error(path, "is a directory without vasprun.xml")
+    if path.suffix.lower() in (".cif", ".mcif"):
+        _checks.check_cif_sites(path)  # pymatgen would merge duplicated sites silently
     problems = []
     try:
         return Structure.from_file(str(path))
@@ -1021,4 +1006,6 @@ def _read_structure_file(path: Path) -> Structure:
 
 def _structure_frame(structure: Structure, path: Path) -> Frame:
     """One unlabelled frame for a plain structure file."""
-    return Frame(structure=structure, frame_id="0", source=str(path))
+    frame = Frame(structure=_checks.wrap_structure(structure), frame_id="0", source=str(path))
+    _checks.check_frame(frame, str(path))
+    return frame

@@ -1,20 +1,32 @@
-"""jobflow makers: MD sampling, frame selection, references (embedded, VASP), uMLIP statics, comparison."""
+"""jobflow makers: MD sampling, frame selection, references (embedded, VASP), uMLIP statics,
+comparison, dataset evaluation, and the properties (phonons, surfaces, vacancies, barriers)."""
 
 from __future__ import annotations
 
 from softening.makers.compare import compare_job, compare_results
+from softening.makers.defects import BarrierMaker, VacancyMaker
+from softening.makers.evaluate import DatasetEvaluationMaker, evaluate_datasets, evaluate_frames
 from softening.makers.md import MDSamplingMaker
+from softening.makers.phonons import PhononMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
+from softening.makers.surfaces import SurfaceMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
 
 __all__ = [
+    "BarrierMaker",
+    "DatasetEvaluationMaker",
     "FrameSelectionMaker",
     "MDSamplingMaker",
+    "PhononMaker",
     "ReferenceStaticMaker",
+    "SurfaceMaker",
     "UMLIPStaticMaker",
+    "VacancyMaker",
     "VaspReferenceMaker",
     "compare_job",
     "compare_results",
+    "evaluate_datasets",
+    "evaluate_frames",
 ]

@@ -10,7 +10,13 @@ from jobflow.core.reference import OnMissing
 
 from softening.analysis.metrics import is_uncorrelated, softening_metrics
 from softening.errors import InputError
-from softening.stores.documents import CodeInfo, FrameResult, SofteningDoc, UMLIPResults
+from softening.stores.documents import (
+    CodeInfo,
+    FrameResult,
+    ModelInfo,
+    SofteningDoc,
+    UMLIPResults,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +37,6 @@ def compare_results(
     ``references`` may hold ``None`` for reference jobs that failed (jobflow ``OnMissing.NONE``);
     those frames are named in ``missing_frames`` so that a rerun of the failed jobs completes it.
     """
-    from softening import __version__
-
     refs = [FrameResult.model_validate(r) for r in references if r is not None]
     ml_by_id = {(f.material_id, f.frame_id): f for f in umlip.frames}
     if material_id is not None:
@@ -48,44 +52,98 @@ def compare_results(
         raise InputError(
             f"no frame of {material_id or 'the dataset'} has both a reference and a uMLIP result"
         )
-    f_ml = [np.asarray(ml_by_id[k].forces, dtype=float) for k in paired]
-    f_ref = [np.asarray(ref_by_id[k].forces, dtype=float) for k in paired]
-    species = [[s.specie.symbol for s in ref_by_id[k].structure] for k in paired]
-    e_ml = [ml_by_id[k].energy for k in paired]
-    e_ref = [ref_by_id[k].energy for k in paired]
+    flags = sorted({fl for k in paired for fl in ref_by_id[k].flags})
+    if any(not ref_by_id[k].converged for k in paired):
+        flags.append("unconverged reference")
+    return softening_doc(
+        keys=paired,
+        f_ml=[np.asarray(ml_by_id[k].forces, dtype=float) for k in paired],
+        f_ref=[np.asarray(ref_by_id[k].forces, dtype=float) for k in paired],
+        species=[[s.specie.symbol for s in ref_by_id[k].structure] for k in paired],
+        e_ml=[ml_by_id[k].energy for k in paired],
+        e_ref=[ref_by_id[k].energy for k in paired],
+        formula=ref_by_id[paired[0]].formula,
+        model=umlip.model,
+        reference=_reference_code([ref_by_id[k] for k in paired]),
+        flags=flags,
+        missing=missing,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+
+
+def softening_doc(
+    *,
+    keys: list[tuple[str, str]],
+    f_ml: list[np.ndarray],
+    f_ref: list[np.ndarray],
+    species: list[list[str]],
+    e_ml: list[float | None],
+    e_ref: list[float | None],
+    formula: str,
+    model: ModelInfo,
+    reference: CodeInfo,
+    flags: list[str] | None = None,
+    missing: list[tuple[str, str]] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> SofteningDoc:
+    """The :class:`SofteningDoc` of paired frames: one material, or pooled when several.
+
+    Parameters
+    ----------
+    keys
+        ``(material id, frame id)`` of each paired frame.
+    f_ml, f_ref
+        uMLIP and reference forces per frame, ``(n_atoms, 3)`` eV/Å.
+    species
+        Element symbols per frame.
+    e_ml, e_ref
+        Total energies per frame, eV (``None`` where unknown).
+    formula
+        Reduced formula of the material (ignored when pooled).
+    model, reference
+        Provenance of both sides.
+    flags
+        Flags of the inputs; the result's own (missing frames, uncorrelated) are added.
+    missing
+        ``(material id, frame id)`` of frames expected but without a pair.
+    n_bootstrap, seed
+        Bootstrap of the scale's interval.
+    """
+    from softening import __version__
+
+    missing = list(missing or [])
     # Energies are compared only as differences between frames of one material (offsets removed),
     # so they say something only when some material has two frames or more.
-    n_materials = len({k[0] for k in paired})
-    has_energy = all(e is not None for e in e_ml + e_ref) and len(paired) > n_materials
+    n_materials = len({k[0] for k in keys})
+    has_energy = all(e is not None for e in e_ml + e_ref) and len(keys) > n_materials
     m = softening_metrics(
         f_ml,
         f_ref,
         species_frames=species,
         e_ml=e_ml if has_energy else None,
         e_dft=e_ref if has_energy else None,
-        groups=[k[0] for k in paired],
+        groups=[k[0] for k in keys],
         n_resamples=n_bootstrap,
         seed=seed,
     )
     elements = sorted({el for sp in species for el in sp})
-    materials = sorted({k[0] for k in paired})
-    first = ref_by_id[paired[0]]
+    materials = sorted({k[0] for k in keys})
     pooled = len(materials) > 1
-    flags = sorted({fl for k in paired for fl in ref_by_id[k].flags})
+    flags = list(flags or [])
     if missing:
         flags.append(f"{len(missing)} frame(s) missing")
-    if any(not ref_by_id[k].converged for k in paired):
-        flags.append("unconverged reference")
     if is_uncorrelated(m.scale_ci):
         flags.append(UNCORRELATED)
     return SofteningDoc(
         material_id="pooled" if pooled else materials[0],
-        formula="" if pooled else first.formula,
+        formula="" if pooled else formula,
         chemsys="-".join(elements),
         elements=elements,
-        model=umlip.model,
-        reference=_reference_code([ref_by_id[k] for k in paired]),
-        n_frames=len(paired),
+        model=model,
+        reference=reference,
+        n_frames=len(keys),
         n_atoms=int(sum(len(f) for f in f_ref)),
         scale=m.scale,
         scale_ci=m.scale_ci,
@@ -95,13 +153,38 @@ def compare_results(
         cmae=m.cmae,
         energy_mae_per_atom=m.energy_mae_per_atom,
         per_element_scales=m.per_element_scales,
-        frame_ids=[k[1] if not pooled else f"{k[0]}/{k[1]}" for k in paired],
+        frame_ids=[k[1] if not pooled else f"{k[0]}/{k[1]}" for k in keys],
         missing_frames=[k[1] if not pooled else f"{k[0]}/{k[1]}" for k in missing],
         flags=flags,
         forces_ml=np.concatenate(f_ml).tolist(),
         forces_ref=np.concatenate(f_ref).tolist(),
         package_version=__version__,
     )
+
+
+def compare_content_key(
+    references: list[FrameResult | dict | None],
+    umlip: UMLIPResults | dict,
+    material_id: str | None,
+    n_bootstrap: int,
+    seed: int,
+    expected_frames: list[str] | None,
+) -> str | None:
+    """Content key of a comparison, or ``None`` when an input has none (then no reuse)."""
+    import hashlib
+    import json
+
+    def _key(x):
+        return x.get("content_key") if isinstance(x, dict) else getattr(x, "content_key", None)
+
+    ref_keys = [None if r is None else _key(r) for r in references]
+    ml_key = _key(umlip)
+    if ml_key is None or any(
+        r is not None and k is None for r, k in zip(references, ref_keys, strict=True)
+    ):
+        return None
+    payload = [ref_keys, ml_key, material_id, n_bootstrap, seed, expected_frames]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
 def _natural(s: str):
@@ -115,7 +198,10 @@ def _reference_code(refs: list[FrameResult]) -> CodeInfo:
     return CodeInfo(name="+".join(sorted({c[0] for c in codes})), version=None, settings={})
 
 
-@job(data=["forces_ml", "forces_ref"], config=JobConfig(on_missing_references=OnMissing.NONE))
+@job(
+    data=["forces_ml", "forces_ref"],
+    config=JobConfig(on_missing_references=OnMissing.NONE, expose_store=True),
+)
 def compare_job(
     references: list[FrameResult | None],
     umlip: UMLIPResults,
@@ -124,8 +210,23 @@ def compare_job(
     seed: int = 0,
     expected_frames: list[str] | None = None,
 ) -> SofteningDoc:
-    """jobflow job around :func:`compare_results`; tolerates failed reference jobs."""
+    """jobflow job around :func:`compare_results`; tolerates failed reference jobs.
+
+    A comparison of exactly the same inputs stored before is reused: its forces are referenced,
+    not stored again (see :mod:`softening.makers.reuse`).
+    """
+    from jobflow import CURRENT_JOB
+
+    from softening.makers.reuse import find_stored_output, reuse_response
+
+    key = compare_content_key(references, umlip, material_id, n_bootstrap, seed, expected_frames)
+    if key is not None:
+        stored = find_stored_output(CURRENT_JOB.store, key, "SofteningDoc")
+        if stored is not None:
+            logger.info("comparison of %s reused from the store", material_id or "all frames")
+            return reuse_response(stored[1], f"{CURRENT_JOB.job.name} (reused)", reused=True)
     doc = compare_results(references, umlip, material_id, n_bootstrap, seed, expected_frames)
+    doc = doc.model_copy(update={"content_key": key})
     if doc.missing_frames:
         logger.warning(
             "%s / %s: reference missing for frame(s) %s; rerun to complete",

@@ -221,6 +221,15 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
         else:  # pragma: no cover - every family of the factory is handled above
             raise InputError(f"no fine-tuning for model family {base.family!r}")
         hyper = settings.as_dict()
+    if weights is not None:
+        # The fine-tuned weights are ours: recorded so that they load later without an opt-in
+        # (a MACE fine-tune is a whole pickled model; see softening.models.trust).
+        from softening.models.trust import record_written_model
+
+        written = folder / weights
+        record_written_model(
+            folder.parent, [written] if written.is_file() else sorted(written.glob("*"))
+        )
     write_model_folder(
         folder,
         name=name,
@@ -266,6 +275,11 @@ def verify_correction(references: list, correction: CorrectionResult) -> Verific
     if not held:
         raise InputError("no held-out frame to verify the correction on")
     structures = [r.structure for r in held]
+    # The corrected model was written by the correction job into its models folder, whose
+    # registry then vouches for it (this job may run in another process than the one that wrote).
+    from softening.models.trust import trust_models_dir
+
+    trust_models_dir(Path(correction.model.path).parent)
     before = [p.forces for p in evaluate_structures(load_model(_spec_of(correction)), structures)]
     after = [p.forces for p in evaluate_structures(load_model(correction.model.path), structures)]
     dft = [np.asarray(r.forces) for r in held]

@@ -11,8 +11,8 @@ from jobflow import JobConfig, Maker, job
 from pymatgen.core import Structure
 
 from softening.errors import CalculationError, InputError
+from softening.makers.reuse import find_stored_output, reuse_response
 from softening.stores.documents import MDResult, MDTrajectory, content_key
-from softening.stores.queries import find_output_by_key
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,15 @@ class MDSamplingMaker(Maker):
             raise InputError("equilibration_fraction must be in [0, 1)")
         if self.thermostat not in THERMOSTATS:
             raise InputError(f"thermostat must be one of {THERMOSTATS}, got {self.thermostat!r}")
+        if self.stride < 1:
+            raise InputError(f"stride must be >= 1 MD step, got {self.stride}")
+
+    @property
+    def kept_frames(self) -> int:
+        """How many frames the MD keeps (after equilibration, every ``stride`` steps)."""
+        from softening.datasets.checks import md_kept_frames
+
+        return md_kept_frames(self.steps, self.stride, self.equilibration_fraction)
 
     def settings(self) -> dict:
         """Settings that determine the trajectory (part of the content key)."""
@@ -101,17 +110,26 @@ class MDSamplingMaker(Maker):
         return {k: getattr(self, k) for k in keys}
 
     @job(data=["trajectory"], config=JobConfig(expose_store=True))
-    def make(self, structure: Structure, material_id: str | None = None) -> MDResult:
-        """Run the MD (or reuse a stored run with the same start structure and settings)."""
+    def make(self, structure: Structure, material_id: str | None = None):
+        """Run the MD, or reuse a stored run with the same start structure and settings.
+
+        Returns the :class:`MDResult`, or for a reuse a ``Response`` replacing this job by one
+        that outputs the stored result with its trajectory referenced, not copied (see
+        :mod:`softening.makers.reuse`).
+        """
         from jobflow import CURRENT_JOB
 
         from softening.models import load_model
 
         key = content_key(structure, "md", self.settings())
-        cached = find_output_by_key(CURRENT_JOB.store, key, "MDResult")
-        if cached is not None:
+        stored = find_stored_output(CURRENT_JOB.store, key, "MDResult")
+        if stored is not None:
+            # Referenced, not copied: the trajectory stays the blob the first run stored.
             logger.info("MD of %s reused from the store", structure.formula)
-            return MDResult.model_validate({**cached, "reused": True})
+            # The id is this flow's (a store written before may hold the same MD under an older id).
+            mid = material_id or structure.composition.reduced_formula
+            name = f"{CURRENT_JOB.job.name} (reused)"
+            return reuse_response(stored[1], name, reused=True, material_id=mid)
         model = load_model(self.model)
         model.check_elements({el.symbol for el in structure.composition})
         t0 = time.perf_counter()
@@ -186,7 +204,10 @@ def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajec
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    atoms = AseAtomsAdaptor.get_atoms(structure)
+    from softening.datasets.checks import wrap_structure
+
+    # The float32 models must not see positions far from the cell (the image chosen matters).
+    atoms = AseAtomsAdaptor.get_atoms(wrap_structure(structure))
     atoms.calc = calculator
     MaxwellBoltzmannDistribution(
         atoms, temperature_K=maker.temperature, rng=np.random.default_rng(maker.seed)

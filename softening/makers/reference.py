@@ -135,7 +135,9 @@ class ReferenceStaticMaker(Maker):
         cached = find_output_by_key(CURRENT_JOB.store, key, "FrameResult")
         if cached is not None:
             logger.info("reference of frame %s/%s reused", frame.material_id, frame.frame_id)
-            return FrameResult.model_validate({**cached, "reused": True})
+            # Ids are this flow's: the same frame may be stored under an older material id.
+            ids = {"material_id": frame.material_id, "frame_id": frame.frame_id}
+            return FrameResult.model_validate({**cached, **ids, "reused": True})
         t0 = time.perf_counter()
         calc, version = self.get_calculator(structure)
         result = single_point(structure, calc, self.compute_stress)
@@ -191,7 +193,7 @@ class ReferenceStaticMaker(Maker):
             from gpaw import GPAW, PW, FermiDirac
         except ImportError as exc:
             raise SofteningError(
-                "GPAW is not installed: run `make setup`, or choose --reference emt"
+                'GPAW is not installed: pip install "softening[gpaw]", or choose --reference emt'
             ) from exc
         kwargs: dict[str, Any] = {
             "mode": PW(self.ecut),

@@ -47,6 +47,19 @@ class FrameSelectionMaker(Maker):
         if self.n_strained_plus + self.n_strained_minus > self.n_frames:
             raise InputError("more strained frames than frames")
 
+    def check_md(self, md_maker) -> None:
+        """Refuse an MD that keeps fewer frames than this selects (before the MD runs).
+
+        Raises
+        ------
+        InputError
+            ``md_maker.stride < 1`` or too few kept frames (see
+            :func:`softening.datasets.checks.check_sampling`).
+        """
+        from softening.datasets.checks import check_sampling
+
+        check_sampling(md_maker, self)
+
     @job
     def make(self, md: MDResult) -> FrameSelection:
         """Select frames of ``md``'s kept trajectory."""

@@ -6,9 +6,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from jobflow import Maker, job
+from jobflow import JobConfig, Maker, job
 
-from softening.stores.documents import CodeInfo, FrameResult, FrameSpec, UMLIPResults
+from softening.stores.documents import (
+    CodeInfo,
+    FrameResult,
+    FrameSpec,
+    UMLIPResults,
+    content_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +43,37 @@ class UMLIPStaticMaker(Maker):
     dtype: str | None = None
     memory_gb: float | None = None
 
-    @job(data=["forces"])
-    def make(self, frames: list[FrameSpec]) -> UMLIPResults:
-        """Single points of ``frames``."""
-        return evaluate_frames(frames, self)
+    @job(data=["forces"], config=JobConfig(expose_store=True))
+    def make(self, frames: list[FrameSpec]):
+        """Single points of ``frames``, or the stored ones of an identical earlier job.
+
+        A reuse returns a ``Response`` replacing this job by one that outputs the stored result,
+        its forces referenced rather than copied (see :mod:`softening.makers.reuse`).
+        """
+        from jobflow import CURRENT_JOB
+
+        from softening.makers.reuse import find_stored_output, reuse_response
+        from softening.models import load_model
+
+        model = load_model(self.model, device=self.device, dtype=self.dtype)
+        key = umlip_content_key(frames, model)
+        stored = find_stored_output(CURRENT_JOB.store, key, "UMLIPResults")
+        if stored is not None:
+            logger.info("%s on %d frames reused from the store", model.name, len(frames))
+            return reuse_response(stored[1], f"{CURRENT_JOB.job.name} (reused)", reused=True)
+        return evaluate_frames(frames, self).model_copy(update={"content_key": key})
+
+
+def umlip_content_key(frames: list[FrameSpec], model) -> str:
+    """Content key of a uMLIP job: every frame (ids and structure) and the model's weights."""
+    import hashlib
+
+    settings = {"weights": model.weights_sha256, "dtype": model.dtype, "factor": model.factor}
+    keys = [
+        f"{f.material_id}/{f.frame_id}/{content_key(f.structure, model.name, settings)}"
+        for f in frames
+    ]
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
 def evaluate_frames(frames: list[FrameSpec], maker: UMLIPStaticMaker) -> UMLIPResults:

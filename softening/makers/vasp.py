@@ -305,7 +305,9 @@ class VaspReferenceMaker(Maker):
                     "(--strict): " + "; ".join(cached["flags"])
                 )
             logger.info("VASP reference of frame %s/%s reused", frame.material_id, frame.frame_id)
-            return FrameResult.model_validate({**cached, "reused": True})
+            # Ids are this flow's: the same frame may be stored under an older material id.
+            ids = {"material_id": frame.material_id, "frame_id": frame.frame_id}
+            return FrameResult.model_validate({**cached, **ids, "reused": True})
         _check_own_folder(Path.cwd())
         self.check_environment([structure])
         static = self.static_maker().make(structure)

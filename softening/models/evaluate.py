@@ -71,7 +71,11 @@ def evaluate_structures(
         Worker processes that build graphs while the model evaluates (default: the
         ``graph_workers`` setting, or the spare cores; 0 builds them in this process).
     """
+    from softening.datasets.checks import wrap_structure
+
     model.check_elements({el.symbol for s in structures for el in s.composition})
+    # float32 models lose precision far from the origin: results must not depend on the image.
+    structures = [wrap_structure(s) for s in structures]
     families = {"chgnet": _chgnet_parts, "matgl": _matgl_parts, "mace": _mace_parts}
     if model.family in families:
         build, forward = families[model.family](model)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -158,10 +159,9 @@ def _symbols(numbers: Iterable[int]) -> frozenset[str]:
 
 def _load_chgnet(version: str | None, path: Path | None, device: str, dtype: str) -> LoadedModel:
     import chgnet
-    from chgnet.model import CHGNet
 
     if path is not None:
-        model = CHGNet.from_file(str(path))
+        model = chgnet_from_checkpoint(path)
         weights = path
         name = f"CHGNet-{path.stem.split('.')[0]}"
         version = getattr(model, "version", None) or path.stem
@@ -171,8 +171,9 @@ def _load_chgnet(version: str | None, path: Path | None, device: str, dtype: str
             raise ModelError(
                 f"unknown CHGNet version {version!r}; bundled: {', '.join(sorted(CHGNET_VERSIONS))}"
             )
-        model = CHGNet.load(model_name=version, use_device=device, verbose=False)
         weights = next((Path(chgnet.__file__).parent / "pretrained" / version).glob("*.pth.tar"))
+        # As CHGNet.load, but without unpickling code (CHGNet.from_file uses weights_only=False).
+        model = chgnet_from_checkpoint(weights, mlp_out_bias=version == "0.2.0", version=version)
         name = f"CHGNet-{version}"
     if dtype == "float64":
         # CHGNet's graph converter and composition model hard-code float32 tensors
@@ -193,6 +194,123 @@ def _load_chgnet(version: str | None, path: Path | None, device: str, dtype: str
         path=str(weights),
         weights_sha256=sha256_of(weights),
     )
+
+
+def chgnet_from_checkpoint(path: str | Path, **kwargs: Any):
+    """A CHGNet from a ``.pth.tar`` checkpoint, loaded without unpickling code.
+
+    CHGNet's checkpoints are dicts of tensors and plain data (``{"model": {"state_dict",
+    "model_args"}, ...}``): ``torch.load(weights_only=True)`` reads them, then the model is built
+    from its arguments and state dict, as ``CHGNet.from_file`` does with ``weights_only=False``.
+
+    Parameters
+    ----------
+    path
+        The checkpoint (CHGNet's own, its trainer's, or one saved by :mod:`softening`).
+    **kwargs
+        Passed to ``CHGNet(...)`` (e.g. ``mlp_out_bias``, ``version``).
+
+    Raises
+    ------
+    ModelError
+        A file that is not a CHGNet checkpoint (random, truncated, or holding pickled code).
+    """
+    import torch
+    from chgnet.model import CHGNet
+
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load CHGNet checkpoint {str(path)!r}: {_load_problem(exc)}"
+        ) from None
+    model_dict = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(model_dict, dict) or not {"state_dict", "model_args"} <= set(model_dict):
+        raise ModelError(
+            f"cannot load CHGNet checkpoint {str(path)!r}: no model state_dict and model_args in it"
+        )
+    try:
+        with _quiet():
+            return CHGNet.from_dict(model_dict, **kwargs)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load CHGNet checkpoint {str(path)!r}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from None
+
+
+def _load_problem(exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, without torch's long advice."""
+    text = str(exc)
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return "it holds pickled code, not only weights (refused: loading it would run that code)"
+    if "Weights only load failed" in text:
+        return "not a torch weights file (random or corrupted bytes)"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"not a readable torch file, perhaps truncated ({type(exc).__name__}: {first[:160]})"
+
+
+def _is_pickled_code(path: Path) -> bool | None:
+    """Whether ``path`` is a torch/pickle file that needs code to load (``True``), one that loads
+    as plain weights (``False``), or not a readable torch file at all (``None``)."""
+    import torch
+
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        return True if "GLOBAL" in str(exc) or "Unsupported global" in str(exc) else None
+    return False
+
+
+def _matgl_modules(obj: Any) -> Iterable[str]:
+    """Every ``@module`` named in a matgl model description (nested dicts and lists)."""
+    if isinstance(obj, dict):
+        if isinstance(obj.get("@module"), str):
+            yield obj["@module"]
+        for v in obj.values():
+            yield from _matgl_modules(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _matgl_modules(v)
+
+
+def check_matgl_folder(folder: Path) -> None:
+    """Refuse a matgl folder whose description names classes outside matgl.
+
+    matgl imports the ``@module``/``@class`` that ``model.json`` and ``model.pt`` name and calls
+    them with the file's arguments: a crafted folder could name any importable callable. Its
+    tensors are loaded with ``weights_only=True`` by matgl itself.
+
+    Raises
+    ------
+    ModelError
+        Unreadable files, or a module outside ``matgl``.
+    """
+    import json
+
+    import torch
+
+    try:
+        described = json.loads((folder / "model.json").read_text())
+    except Exception as exc:
+        raise ModelError(
+            f"cannot read {str(folder / 'model.json')!r}: {type(exc).__name__}"
+        ) from None
+    modules = list(_matgl_modules(described))
+    if (folder / "model.pt").is_file():
+        try:
+            args = torch.load(str(folder / "model.pt"), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(
+                f"cannot load {str(folder / 'model.pt')!r}: {_load_problem(exc)}"
+            ) from None
+        modules += list(_matgl_modules(args))
+    bad = sorted({m for m in modules if m != "matgl" and not m.startswith("matgl.")})
+    if bad:
+        raise ModelError(
+            f"matgl model folder {str(folder)!r} names code outside matgl ({', '.join(bad)}); "
+            "refused: loading it would import and call that code"
+        )
 
 
 def _find_matgl_folder(spec: str) -> Path | None:
@@ -216,6 +334,8 @@ def _load_matgl(spec: str, device: str, dtype: str) -> LoadedModel:
     import matgl
 
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if folder is None else "1")
+    if folder is not None:
+        check_matgl_folder(folder)
     try:
         potential = matgl.load_model(str(folder or spec))
     except Exception as exc:  # matgl raises many kinds for a bad folder
@@ -240,16 +360,46 @@ def _load_matgl(spec: str, device: str, dtype: str) -> LoadedModel:
     )
 
 
-def load_mace_module(path: Path, device: str):
+def load_mace_module(path: Path, device: str, trust: bool = False):
     """Load a whole pickled MACE model file (how MACE-MP-0 and mace's trainer save models).
 
     torch >= 2.6 defaults to ``weights_only=True``, which refuses pickled modules; mace's own
-    calculator does not pass ``weights_only``. A model file is code the user chose to run, so it is
-    loaded with ``weights_only=False``, as mace's documentation assumes.
+    calculator does not pass ``weights_only``. Unpickling runs code from the file, so it happens
+    only for files :func:`softening.models.trust.check_pickle_allowed` accepts (an opt-in, known
+    published weights, or a model this package wrote).
+
+    Raises
+    ------
+    ModelError
+        The file is not trusted (the message says how to opt in), or it is not a MACE model
+        (random or truncated bytes, another pickled object).
     """
     import torch
 
-    return torch.load(str(path), map_location=device, weights_only=False)
+    from softening.models.trust import check_pickle_allowed
+
+    # Unreadable bytes are said to be so (not "untrusted"): the restricted unpickler reads them
+    # without running anything.
+    if _is_pickled_code(path) is None:
+        raise ModelError(
+            f"cannot load MACE model file {str(path)!r}: not a readable torch file (random, "
+            "truncated or corrupted bytes)"
+        )
+    check_pickle_allowed(path, "MACE model file", trust=trust)
+    try:
+        module = torch.load(str(path), map_location=device, weights_only=False)
+    except Exception as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        raise ModelError(
+            f"cannot load MACE model file {str(path)!r}: not a readable torch file "
+            f"({type(exc).__name__}: {first[:160]})"
+        ) from None
+    if not isinstance(module, torch.nn.Module) or not hasattr(module, "atomic_numbers"):
+        raise ModelError(
+            f"cannot load MACE model file {str(path)!r}: it holds a {type(module).__name__}, "
+            "not a MACE model"
+        )
+    return module
 
 
 def _import_mace():
@@ -260,14 +410,21 @@ def _import_mace():
     ``weights_only=False`` explicitly where a whole model is loaded, so the variable is restored.
     """
     before = os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-    import mace.calculators
+    try:
+        import mace.calculators
+    except ImportError as exc:
+        if importlib.util.find_spec("mace") is not None:
+            raise  # installed but broken: keep the real error
+        raise ModelError('MACE is not installed: pip install "softening[mace]"') from exc
 
     if before is None:
         os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     return mace.calculators
 
 
-def _load_mace(spec: str, path: Path | None, device: str, dtype: str) -> LoadedModel:
+def _load_mace(
+    spec: str, path: Path | None, device: str, dtype: str, trust: bool = False
+) -> LoadedModel:
     _import_mace()
     if path is None:
         _require_network(spec, hint="a local MACE .model file")
@@ -278,7 +435,7 @@ def _load_mace(spec: str, path: Path | None, device: str, dtype: str) -> LoadedM
         module = calc.models[0]
         name, weights = f"MACE-MP-0-{size}", None
     else:
-        module = load_mace_module(path, device)
+        module = load_mace_module(path, device, trust=trust)
         name, weights = f"MACE-{path.stem}", path
     module = module.double() if dtype == "float64" else module.float()
     module = module.to(device).eval()
@@ -319,20 +476,29 @@ def _require_network(spec: str, hint: str, timeout: float = 3.0) -> None:
         )
 
 
-def _load_corrected(folder: Path, device: str, dtype: str) -> LoadedModel:
+def _load_corrected(folder: Path, device: str, dtype: str, trust: bool = False) -> LoadedModel:
     """A corrected or fine-tuned model saved by this package (see :mod:`.corrected`)."""
     from dataclasses import replace
 
     from softening.models.corrected import MODEL_FILE, read_model_folder
 
-    doc = read_model_folder(folder)
+    try:
+        doc = read_model_folder(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot read {str(folder / MODEL_FILE)!r}: {type(exc).__name__}"
+        ) from None
+    weights = doc.get("weights")
+    if weights and not (folder / weights).resolve().is_relative_to(folder.resolve()):
+        # The provenance file names the weights; they must be the folder's own.
+        raise ModelError(f"model folder {str(folder)!r} names weights outside itself: {weights!r}")
     if doc.get("weights"):
-        base = _load_cached(str(folder / doc["weights"]), device, dtype)
+        base = _load_cached(str(folder / doc["weights"]), device, dtype, trust)
         files = [folder / MODEL_FILE, *sorted((folder / doc["weights"]).glob("*.pt"))]
         if (folder / doc["weights"]).is_file():
             files = [folder / MODEL_FILE, folder / doc["weights"]]
     else:
-        base = _load_cached(doc["base"]["spec"], device, dtype)
+        base = _load_cached(doc["base"]["spec"], device, dtype, trust)
         files = [folder / MODEL_FILE]
     return replace(
         base,
@@ -395,15 +561,15 @@ def _parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
 
 
 @lru_cache(maxsize=8)
-def _load_cached(spec: str, device: str, dtype: str) -> LoadedModel:
+def _load_cached(spec: str, device: str, dtype: str, trust: bool = False) -> LoadedModel:
     family, version, path = _parse_spec(spec)
     if family == "corrected":
-        return _load_corrected(path, device, dtype)
+        return _load_corrected(path, device, dtype, trust)
     if family == "chgnet":
         return _load_chgnet(version, path, device, dtype)
     if family == "matgl":
         return _load_matgl(str(path) if path else spec, device, dtype)
-    return _load_mace(spec, path, device, dtype)
+    return _load_mace(spec, path, device, dtype, trust)
 
 
 def load_model(
@@ -411,6 +577,7 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     threads: int | None = None,
+    trust_model_file: bool = False,
 ) -> LoadedModel:
     """Load (once per process) the uMLIP named by ``spec``.
 
@@ -424,18 +591,24 @@ def load_model(
         ``float32`` or ``float64``; default from settings.
     threads
         Torch intra-op threads; default from settings (1).
+    trust_model_file
+        Allow unpickling a whole pickled model file (MACE ``.model``) that is neither known
+        published weights nor written by this package; also the ``trust_model_files`` setting
+        (see :mod:`softening.models.trust`).
 
     Raises
     ------
     ModelError
-        Unknown name, missing file, or a download without network.
+        Unknown name, missing, unreadable or untrusted file, or a download without network.
     """
     _configure_torch(threads)
     device = _resolve_device(device)
     dtype = dtype or get_settings().dtype
     # Model libraries print banners on stdout; keep stdout clean for --json output.
+    # The opt-in is part of the cache key: a file loaded with it is checked again without it.
+    trust = bool(trust_model_file or get_settings().trust_model_files)
     with _LOCK, _quiet():
-        return _load_cached(spec, device, dtype)
+        return _load_cached(spec, device, dtype, trust)
 
 
 def canonical_name(spec: str) -> str:

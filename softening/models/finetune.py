@@ -12,6 +12,7 @@ import contextlib
 import copy
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from softening.errors import ModelError
+from softening.errors import InputError, ModelError
 
 logger = logging.getLogger(__name__)
 GPA_PER_EV_PER_A3 = 160.21766208
@@ -53,6 +54,19 @@ class FineTuneSettings:
     val_fraction: float = 0.1
     seed: int = 0
     replay_data: str | None = None  # MACE: extxyz of the foundation's data for multi-head replay
+
+    def __post_init__(self) -> None:
+        # Zero epochs would save the unchanged model labelled as fine-tuned.
+        if int(self.epochs) < 1:
+            raise InputError(f"--epochs must be >= 1, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        for name in ("learning_rate", "final_learning_rate"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"{name.replace('_', ' ')} must be a positive number")
+        if not 0 <= float(self.val_fraction) < 1:
+            raise InputError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,9 +144,9 @@ def finetune_chgnet(net, train: TrainingSet, settings: FineTuneSettings, workdir
         trainer.train(train_loader, val_loader, save_dir=str(workdir))
     best = _best_force_checkpoint(workdir) if n_val else None
     if best is not None:
-        from chgnet.model import CHGNet
+        from softening.models.factory import chgnet_from_checkpoint
 
-        model = CHGNet.from_file(str(best))
+        model = chgnet_from_checkpoint(best)
     model.eval()
     history = {k: v for k, v in trainer.training_history.items() if v["train"]}
     return model, history

@@ -539,7 +539,7 @@ def _remove(store: Store, ids: set[str]) -> None:
 def _indexable(store: Store) -> bool:
     from maggma.stores import MontyStore
 
-    return not isinstance(store, MontyStore)  # MontyDB has no indexes
+    return not isinstance(store, MontyStore)  # MontyDB (from a store config) has no indexes
 
 
 def summary_stores(job_store: JobStore) -> dict[str, Store]:

@@ -5,7 +5,7 @@
   (every other field kept, so the usual queries on ``blob_uuid``, ``job_uuid`` ... still work) plus
   compressed chunks of at most ``chunk_bytes`` each in a second collection; queries reassemble it.
   Small documents are stored unchanged, so stores written before chunking existed read the same.
-  This is the embedded store's answer to GridFS, which MontyDB lacks.
+  Used for Mongo-like data stores named in a store config, which have no GridFS.
 - :class:`GridFSDataStore` is maggma's :class:`~maggma.stores.GridFSStore` (MongoDB's own chunking)
   with faster serialisation and compression; its files stay readable by a stock ``GridFSStore``.
 

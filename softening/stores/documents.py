@@ -101,6 +101,10 @@ class UMLIPResults(BaseModel):
     model: ModelInfo = Field(description="The uMLIP and its provenance.")
     frames: list[FrameResult] = Field(description="One result per frame, in input order.")
     wall_time: float | None = Field(None, description="Wall time of all evaluations, s.")
+    content_key: str | None = Field(
+        None, description="SHA-256 of the frames (ids and structures) + model weights + dtype."
+    )
+    reused: bool = Field(False, description="True when taken from the store instead of computed.")
 
 
 class SofteningDoc(BaseModel):
@@ -152,6 +156,12 @@ class SofteningDoc(BaseModel):
         None, description="Stacked reference force components (n_atoms, 3), eV/Å (data store)."
     )
     package_version: str = Field(description="softening version that produced the document.")
+    content_key: str | None = Field(
+        None,
+        description="SHA-256 of the compared inputs (uMLIP and reference content keys, bootstrap "
+        "settings); equal keys = same result.",
+    )
+    reused: bool = Field(False, description="True when taken from the store instead of computed.")
     created_at: datetime = Field(default_factory=_now, description="Creation time (UTC).")
 
 
@@ -246,3 +256,311 @@ class VerificationDoc(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="Groups the correction worsens.")
     package_version: str = Field(description="softening version that produced the document.")
     created_at: datetime = Field(default_factory=_now, description="Creation time (UTC).")
+
+
+# ---- properties (phonons now; surfaces, vacancies, migration barriers next) ------------------------
+
+
+class PhononSetup(BaseModel):
+    """What fixes a finite-displacement phonon calculation: cell, supercell and displacements.
+
+    The same setup is used for the reference and for every model, so that only the forces differ.
+    """
+
+    unitcell: Structure = Field(
+        description="Unit cell the supercell is built from (positions in Å; a 'magmom' site "
+        "property, in μB, where phonopy used collinear moments for the symmetry)."
+    )
+    supercell_matrix: list[list[int]] = Field(
+        description="Supercell matrix (rows: supercell vectors in unit-cell vectors)."
+    )
+    primitive_matrix: list[list[float]] = Field(
+        description="Primitive cell vectors in unit-cell vectors (as phonopy resolved them)."
+    )
+    symprec: float = Field(description="Symmetry tolerance of phonopy, Å.")
+    displacements: list[tuple[int, tuple[float, float, float]]] = Field(
+        description="Displaced supercell atom (0-based index) and its displacement vector, Å."
+    )
+    distance: float | None = Field(
+        None, description="Displacement amplitude, Å (None: read from existing data)."
+    )
+
+
+class PropertyDoc(BaseModel):
+    """A materials property computed with a uMLIP and compared with a reference (one document per
+    material, model and property).
+
+    The base of every property document (phonons; surfaces, vacancies and migration barriers to
+    come): the same identity and provenance fields, so that one query by ``property``,
+    ``material_id``, ``formula``, ``elements`` or ``model.name`` finds them all; each subclass adds
+    its numbers as a typed ``values`` sub-document, and its large arrays as ``arrays`` (kept in the
+    JobStore's ``data`` store).
+    """
+
+    property: str = Field(description="Property name: 'phonon' (later 'surface', 'vacancy', ...).")
+    material_id: str = Field(description="Material identifier (folder name, file stem or id).")
+    formula: str = Field(description="Reduced formula.")
+    chemsys: str = Field(description="Chemical system, elements joined by '-' alphabetically.")
+    elements: list[str] = Field(description="Elements present, alphabetical.")
+    model: ModelInfo = Field(description="uMLIP name, family, version and weights SHA-256.")
+    reference: CodeInfo = Field(description="Reference code (DFT), version and settings.")
+    ratio: float | None = Field(
+        None,
+        description="The property's headline uMLIP/reference ratio (phonons: highest-frequency "
+        "ratio; dimensionless, < 1 = softened).",
+    )
+    flags: list[str] = Field(
+        default_factory=list, description="Warnings, as '<kind>: <detail>' strings."
+    )
+    sources: list[str] = Field(
+        default_factory=list, description="Input files of the reference data (when read)."
+    )
+    parent_uuids: list[str] = Field(
+        default_factory=list, description="uuids of the jobs whose outputs were compared."
+    )
+    package_version: str = Field(description="softening version that produced the document.")
+    created_at: datetime = Field(default_factory=_now, description="Creation time (UTC).")
+
+
+class PhononValues(BaseModel):
+    """The numbers of a phonon comparison (frequencies in THz, forces in eV/Å)."""
+
+    omega_max_ref: float = Field(description="Highest mesh frequency of the reference, THz.")
+    omega_max: float = Field(description="Highest mesh frequency of the model, THz.")
+    omega_max_ratio: float = Field(
+        description="omega_max / omega_max_ref (dimensionless; < 1 = softened)."
+    )
+    freq_mae: float = Field(
+        description="Mean |f_model - f_ref| over mesh points (weighted) and bands, THz."
+    )
+    freq_max_abs_error: float = Field(description="Largest |f_model - f_ref| on the mesh, THz.")
+    imaginary_fraction_ref: float = Field(
+        description="Share of reference mesh modes below -imaginary_tol (dimensionless)."
+    )
+    imaginary_fraction: float = Field(
+        description="Share of model mesh modes below -imaginary_tol (dimensionless)."
+    )
+    imaginary_tol: float = Field(description="Imaginary-mode threshold, THz.")
+    scale: float = Field(
+        description="Slope through the origin of model vs reference forces on the displaced "
+        "supercells, residual forces removed (dimensionless; < 1 = softened)."
+    )
+    mae: float = Field(description="Force MAE on the displaced supercells, eV/Å.")
+    n_displacements: int = Field(description="Displaced supercells.")
+    n_supercell_atoms: int = Field(description="Atoms in the supercell.")
+    mesh: list[int] = Field(description="q-point mesh (Gamma-centred).")
+    residual_force_max: float = Field(
+        description="Largest force of the model on the undisplaced supercell (subtracted), eV/Å."
+    )
+    residual_force_max_ref: float | None = Field(
+        None,
+        description="Largest reference force on the undisplaced supercell (subtracted), eV/Å; "
+        "None when not computed (existing data).",
+    )
+    temperature: float = Field(description="Temperature of the thermal properties, K.")
+    free_energy_ref: float = Field(
+        description="Reference harmonic free energy, kJ/mol (per mole of primitive cells)."
+    )
+    free_energy: float = Field(
+        description="Model harmonic free energy, kJ/mol (per mole of primitive cells)."
+    )
+    entropy_ref: float = Field(description="Reference vibrational entropy, J/(K mol).")
+    entropy: float = Field(description="Model vibrational entropy, J/(K mol).")
+    heat_capacity_ref: float = Field(description="Reference heat capacity C_v, J/(K mol).")
+    heat_capacity: float = Field(description="Model heat capacity C_v, J/(K mol).")
+
+
+class PhononArrays(BaseModel):
+    """Large arrays of a phonon comparison (JobStore ``data`` store)."""
+
+    qpoints: list[list[float]] = Field(
+        description="Irreducible mesh points, fractional (primitive reciprocal basis)."
+    )
+    weights: list[float] = Field(description="Multiplicity of each mesh point.")
+    frequencies_ref: list[list[float]] = Field(
+        description="Reference mesh frequencies (nq, bands), THz."
+    )
+    frequencies: list[list[float]] = Field(description="Model mesh frequencies (nq, bands), THz.")
+    band_distances: list[float] = Field(
+        default_factory=list, description="Band-path distance of each point, 1/Å (no 2π)."
+    )
+    band_ticks: list[tuple[float, str]] = Field(
+        default_factory=list, description="High-symmetry points on the band path (distance, label)."
+    )
+    band_frequencies_ref: list[list[float]] = Field(
+        default_factory=list, description="Reference band frequencies (points, bands), THz."
+    )
+    band_frequencies: list[list[float]] = Field(
+        default_factory=list, description="Model band frequencies (points, bands), THz."
+    )
+    forces_ref: list[list[list[float]]] = Field(
+        description="Reference forces on the displaced supercells (n_disp, n_atoms, 3), eV/Å, "
+        "residual removed where known."
+    )
+    forces: list[list[list[float]]] = Field(
+        description="Model forces on the displaced supercells (n_disp, n_atoms, 3), eV/Å, "
+        "residual removed."
+    )
+
+
+class PhononDoc(PropertyDoc):
+    """Phonons of one material with one uMLIP against a reference (finite displacements)."""
+
+    property: str = Field("phonon", description="Property name: 'phonon'.")
+    values: PhononValues = Field(description="Frequencies, force figures, thermal properties.")
+    setup: PhononSetup = Field(description="Cell, supercell and displacements used on both sides.")
+    arrays: PhononArrays | None = Field(
+        None, description="Frequencies on the mesh and band path, forces (data store)."
+    )
+
+
+# ---- surfaces, vacancies, migration barriers (PropertyDoc subclasses) ---------------------------
+
+
+class SurfaceRow(BaseModel):
+    """One slab: reference and model surface energies on the same geometry."""
+
+    frame_id: str = Field(description="Slab frame id (index in its file, or generated id).")
+    description: str = Field(description="Slab description from the data, or the facet made.")
+    facet: list[int] | None = Field(None, description="Miller index [h, k, l] (None: unnamed).")
+    reconstructed: bool = Field(False, description="Whether the data names a reconstruction.")
+    n_atoms: int = Field(description="Atoms in the slab.")
+    area: float = Field(description="In-plane area of the slab cell, Å^2.")
+    vacuum: float = Field(description="Empty gap along the surface normal, Å.")
+    gamma_ref: float = Field(description="Reference surface energy, J/m^2.")
+    gamma: float = Field(description="Model surface energy, J/m^2.")
+    gamma_ref_ev: float = Field(description="Reference surface energy, eV/Å^2.")
+    gamma_ev: float = Field(description="Model surface energy, eV/Å^2.")
+    e_slab_ref: float = Field(description="Reference total energy of the slab, eV.")
+    e_slab: float = Field(description="Model total energy of the slab, eV.")
+    relaxed: bool = Field(False, description="Whether each method relaxed the slab itself.")
+    source: str | None = Field(None, description="Where the slab was read from (file@index).")
+
+
+class SurfaceValues(BaseModel):
+    """Surface energies of one material with one model against the reference."""
+
+    rows: list[SurfaceRow] = Field(description="One row per slab.")
+    bulk_frame: str = Field(description="The bulk frame both sides take energies per atom from.")
+    bulk_choice: str = Field(
+        description="How the bulk frame was chosen: 'ground_state' (a frame named so), "
+        "'lowest_energy' (lowest reference energy per atom among bulk frames), or 'computed'."
+    )
+    e_bulk_ref: float = Field(description="Reference bulk energy per atom, eV/atom.")
+    e_bulk: float = Field(description="Model bulk energy per atom (same frame), eV/atom.")
+    mae: float | None = Field(None, description="Mean |gamma - gamma_ref| over slabs, J/m^2.")
+    mean_ratio: float | None = Field(
+        None, description="Mean gamma / gamma_ref (dimensionless; < 1 = underestimated)."
+    )
+    fraction_underestimated: float | None = Field(
+        None, description="Share of slabs with gamma < gamma_ref (dimensionless)."
+    )
+    skipped: list[str] = Field(
+        default_factory=list, description="Slabs left out, as '<description>: <reason>'."
+    )
+
+
+class SurfaceDoc(PropertyDoc):
+    """Surface energies of one material with one uMLIP against a reference."""
+
+    property: str = Field("surface", description="Property name: 'surface'.")
+    values: SurfaceValues = Field(description="Per-slab surface energies and their summary.")
+
+
+class VacancyRow(BaseModel):
+    """One symmetry-distinct vacancy: formation energies of reference and model."""
+
+    site: int = Field(description="Index of the removed site in the bulk supercell (0-based).")
+    species: str = Field(description="Element removed.")
+    multiplicity: int = Field(description="Symmetry-equivalent sites in the unit cell.")
+    n_atoms: int = Field(description="Atoms in the defect supercell.")
+    e_vac_ref: float = Field(description="Reference vacancy formation energy, eV.")
+    e_vac: float = Field(description="Model vacancy formation energy, eV.")
+    e_vac_unrelaxed_ref: float | None = Field(
+        None, description="Reference formation energy before relaxation, eV."
+    )
+    e_vac_unrelaxed: float | None = Field(
+        None, description="Model formation energy before relaxation, eV."
+    )
+    relaxed: bool = Field(False, description="Whether e_vac / e_vac_ref are relaxed values.")
+    converged: bool = Field(True, description="Whether every relaxation reached its fmax.")
+
+
+class VacancyValues(BaseModel):
+    """Vacancy formation energies of one material with one model against the reference."""
+
+    rows: list[VacancyRow] = Field(description="One row per symmetry-distinct site.")
+    supercell_matrix: list[list[int]] = Field(description="Supercell of the unit cell used.")
+    min_image_distance: float = Field(
+        description="Shortest distance between a vacancy and its periodic images, Å."
+    )
+    chemical_potential: str = Field(
+        description="Chemical potential of the removed atom: 'bulk' = the element's bulk energy "
+        "per atom with the same method (elemental solids)."
+    )
+    e_bulk_ref: float = Field(description="Reference bulk supercell energy per atom, eV/atom.")
+    e_bulk: float = Field(description="Model bulk supercell energy per atom, eV/atom.")
+    mae: float = Field(description="Mean |e_vac - e_vac_ref| over sites, eV.")
+
+
+class VacancyDoc(PropertyDoc):
+    """Vacancy formation energies of one material with one uMLIP against a reference."""
+
+    property: str = Field("vacancy", description="Property name: 'vacancy'.")
+    values: VacancyValues = Field(description="Per-site formation energies and their summary.")
+
+
+class BarrierValues(BaseModel):
+    """A vacancy migration barrier along the model's NEB path (ApproxNEB-like reference)."""
+
+    path: str = Field(description="The hop: species, from-site and to-site, e.g. 'Cu 0->5'.")
+    hop_distance: float = Field(description="Distance between the two sites, Å.")
+    barrier_ref: float = Field(
+        description="Reference barrier on the model's images (max minus initial), eV."
+    )
+    barrier: float = Field(description="Model barrier (max minus initial of its NEB), eV.")
+    profile_ref: list[float] = Field(
+        description="Reference energies of the images relative to the initial one, eV."
+    )
+    profile: list[float] = Field(
+        description="Model energies of the images relative to the initial one, eV."
+    )
+    reaction_coordinate: list[float] = Field(
+        description="Cumulative path length of the images (mass-unweighted), Å."
+    )
+    n_images: int = Field(description="Images including both end points.")
+    neb_converged: bool = Field(description="Whether the model's NEB reached its fmax.")
+    neb_steps: int = Field(description="Optimiser steps of the NEB.")
+    neb_fmax: float = Field(description="Largest NEB force at the end, eV/Å.")
+    climb: bool = Field(description="Whether a climbing image was used.")
+    n_atoms: int = Field(description="Atoms in each image.")
+
+
+class BarrierDoc(PropertyDoc):
+    """A vacancy migration barrier of one material with one uMLIP against a reference."""
+
+    property: str = Field("barrier", description="Property name: 'barrier'.")
+    values: BarrierValues = Field(description="Barriers and both energy profiles.")
+
+
+class NEBResult(BaseModel):
+    """A uMLIP nudged-elastic-band path (the images the reference then labels)."""
+
+    material_id: str = Field(description="Material identifier.")
+    path: str = Field(description="The hop: species, from-site and to-site, e.g. 'Cu 0->5'.")
+    hop_distance: float = Field(description="Distance between the two sites, Å.")
+    frames: list[FrameSpec] = Field(description="The images, end points included (positions Å).")
+    energies: list[float] = Field(description="Model energies of the images, eV.")
+    model: ModelInfo = Field(description="The uMLIP that made the path.")
+    converged: bool = Field(description="Whether the NEB's largest force fell below fmax.")
+    steps: int = Field(description="Optimiser steps taken by the NEB.")
+    fmax: float = Field(description="Largest NEB force at the end, eV/Å.")
+    climb: bool = Field(description="Whether a climbing image was used.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="NEB settings (images, fmax eV/Å, steps, optimiser)."
+    )
+    content_key: str | None = Field(
+        None, description="SHA-256 of the initial structure + model + settings (reuse)."
+    )
+    wall_time: float | None = Field(None, description="Wall time of the NEB, s.")
+    reused: bool = Field(False, description="True when taken from the store.")

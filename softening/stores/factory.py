@@ -2,9 +2,11 @@
 
 A store spec (``--store`` on the command line, the ``store`` setting otherwise) is one of
 
-- a folder: the embedded store, MontyDB on sqlite in that folder (created when missing); large
-  blobs are split into compressed chunk documents by :class:`~softening.stores.chunked.ChunkedStore`
-  (MontyDB has no GridFS);
+- a folder: the embedded store, one SQLite file ``<folder>/softening.sqlite`` written through
+  :class:`~softening.stores.sqlite.SQLiteStore` (collections ``outputs`` and ``data`` are tables;
+  indexed lookups; several processes of one machine may write at once; on a network filesystem one
+  writer at a time, guarded by a lock file). The folder is created when missing, the file at the
+  first write; a folder of the earlier MontyDB store is converted on first open;
 - a ``mongodb://`` or ``mongodb+srv://`` URI: documents in a MongoDB collection ``outputs``, blobs in
   GridFS (``data.files`` / ``data.chunks``) through
   :class:`~softening.stores.chunked.GridFSDataStore`; a URI without a database uses the
@@ -13,7 +15,9 @@ A store spec (``--store`` on the command line, the ``store`` setting otherwise) 
 - ``mongodb``: the same, connection from the ``mongo_*`` settings (``SOFTENING_MONGO_HOST``...);
 - a ``.yaml`` / ``.yml`` / ``.json`` file: a jobflow JobStore config (``docs_store`` plus
   ``additional_stores: {data: ...}``, optionally under a ``JOB_STORE`` key as in jobflow's own
-  settings file). A Mongo-like ``data`` store there is wrapped in a ``ChunkedStore``.
+  settings file). A Mongo-like ``data`` store there is wrapped in a
+  :class:`~softening.stores.chunked.ChunkedStore`; Mongo-like stores get the ``mongo_timeout``
+  setting as their server-selection and connect timeouts.
 
 Every message that names a store goes through :func:`~softening.settings.redact`.
 """
@@ -31,6 +35,13 @@ from maggma.core import Store
 from softening.errors import InputError, SofteningError
 from softening.settings import get_settings, redact
 from softening.stores.chunked import ChunkedStore, GridFSDataStore
+from softening.stores.sqlite import (
+    SQLiteStore,
+    check_database_file,
+    database_path,
+    has_legacy_store,
+    migrate_legacy_store,
+)
 
 __all__ = [
     "DATA_COLLECTION",
@@ -55,8 +66,12 @@ URI_SCHEMES = ("mongodb://", "mongodb+srv://")
 #: Fields of the outputs collection that get an index (SofteningDoc fields, and the content key the
 #: makers look finished results up by).
 INDEXED_FIELDS = (
+    # jobflow's own lookups: every reference is resolved by (uuid, index).
+    "uuid",
+    "index",
     "output.@class",
     "output.content_key",
+    "output.property",
     "output.material_id",
     "output.formula",
     "output.chemsys",
@@ -115,8 +130,9 @@ class SofteningJobStore(JobStore):
     spec
         The store spec it was opened from (may hold a password: print :func:`describe_store`).
     indexes
-        ``{field: created or present}`` after the first :meth:`connect`; MontyDB has no indexes,
-        so there every entry is False.
+        ``{field: created or present}`` after the first :meth:`connect` (True everywhere for the
+        embedded SQLite store and MongoDB; False where a backend has no indexes, e.g. MontyDB
+        from a store config).
     """
 
     spec: str | None = None
@@ -144,7 +160,7 @@ def get_job_store(store: str | Path | None = None) -> SofteningJobStore:
     Parameters
     ----------
     store
-        A folder (embedded MontyDB store), a ``mongodb://`` / ``mongodb+srv://`` URI, ``mongodb``
+        A folder (embedded SQLite store), a ``mongodb://`` / ``mongodb+srv://`` URI, ``mongodb``
         (connection from the ``mongo_*`` settings), or a jobflow store config file (``.yaml``,
         ``.yml``, ``.json``). ``None`` means the ``store`` setting (default ``./softening-db``).
 
@@ -176,8 +192,6 @@ def get_job_store(store: str | Path | None = None) -> SofteningJobStore:
 
 
 def _embedded(spec: str) -> SofteningJobStore:
-    from maggma.stores import MontyStore
-
     path = Path(spec).expanduser()
     if path.exists() and not path.is_dir():
         raise InputError(
@@ -188,12 +202,17 @@ def _embedded(spec: str) -> SofteningJobStore:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the store folder {spec!r}: {exc.strerror}") from None
-    kwargs = {"database_path": str(path.resolve()), "database_name": "softening"}
-    docs = MontyStore(DOCS_COLLECTION, key="uuid", **kwargs)
-    data = ChunkedStore(
-        MontyStore(DATA_COLLECTION, key="blob_uuid", **kwargs),
-        MontyStore(DATA_COLLECTION + CHUNKS_SUFFIX, key="files_key", **kwargs),
-    )
+    folder = str(path.resolve())
+    if database_path(folder).exists():
+        # Cheap (the file header): a damaged store fails here, before any work is done.
+        check_database_file(database_path(folder))
+    elif has_legacy_store(folder):
+        # Converted here rather than by the store's connect(), so that the outputs collection
+        # gets all its indexes in the same pass.
+        migrate_legacy_store(folder, {DOCS_COLLECTION: INDEXED_FIELDS})
+    # SQLite keeps blobs up to 1 GB and the store compresses large ones: no chunking.
+    docs = SQLiteStore(folder, DOCS_COLLECTION, key="uuid", indexed_fields=list(INDEXED_FIELDS))
+    data = SQLiteStore(folder, DATA_COLLECTION, key="blob_uuid")
     return SofteningJobStore(docs, additional_stores={"data": data})
 
 
@@ -201,7 +220,7 @@ def _mongodb(spec: str) -> SofteningJobStore:
     from maggma.stores import MongoStore
 
     s = get_settings()
-    client_kwargs: dict[str, Any] = {"serverSelectionTimeoutMS": int(1000 * s.mongo_timeout)}
+    client_kwargs = _timeouts()
     if spec == "mongodb":
         auth = {
             "host": s.mongo_host,
@@ -277,12 +296,33 @@ def _from_config(spec: str) -> SofteningJobStore:
         raise InputError(
             f"store config {spec!r} has no additional store named 'data' (where arrays go)"
         )
+    for store in (docs, *additional.values()):
+        _apply_timeouts(store)
     if _needs_chunking(additional["data"]):
         data = additional["data"]
         additional["data"] = ChunkedStore(
             data, sibling_store(data, data.collection_name + CHUNKS_SUFFIX, key="files_key")
         )
     return SofteningJobStore(docs, additional_stores=additional)
+
+
+def _timeouts() -> dict[str, Any]:
+    """pymongo client options from the ``mongo_timeout`` setting (pymongo waits 30 s otherwise)."""
+    ms = int(1000 * get_settings().mongo_timeout)
+    return {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms}
+
+
+def _apply_timeouts(store: Store) -> None:
+    """Give a Mongo-like store from a config the timeout setting (the config's own values win)."""
+    from maggma.stores import GridFSStore, MemoryStore, MongoStore, MongoURIStore
+
+    if isinstance(store, MongoStore | MongoURIStore | GridFSStore) and not isinstance(
+        store, MemoryStore
+    ):
+        kwargs = dict(getattr(store, "mongoclient_kwargs", None) or {})
+        for k, v in _timeouts().items():
+            kwargs.setdefault(k, v)
+        store.mongoclient_kwargs = kwargs
 
 
 def _needs_chunking(store: Store) -> bool:
@@ -298,12 +338,13 @@ def _needs_chunking(store: Store) -> bool:
 def sibling_store(store: Store, collection_name: str, key: str = "key") -> Store:
     """Another collection in the same database as ``store``, with the same connection settings.
 
-    Used for the chunks of the embedded data store and for the builder's summary collections.
+    Used for the builder's summary collections and for the chunks of a Mongo-like data store.
 
     Parameters
     ----------
     store
-        A Mongo-like store (MongoDB, MontyDB, mongomock), or a store wrapping one.
+        The embedded :class:`SQLiteStore`, a Mongo-like store (MongoDB, MontyDB, mongomock), or
+        a store wrapping one.
     collection_name
         Name of the other collection.
     key
@@ -318,6 +359,8 @@ def sibling_store(store: Store, collection_name: str, key: str = "key") -> Store
 
     if isinstance(store, ChunkedStore):
         store = store.store
+    if isinstance(store, SQLiteStore):
+        return store.sibling(collection_name, key=key)
     if not isinstance(store, MongoStore):
         raise InputError(
             f"{type(store).__name__} is not a MongoDB-like store: it has no sibling collections"
@@ -337,7 +380,8 @@ def sibling_store(store: Store, collection_name: str, key: str = "key") -> Store
 def ensure_indexes(job_store: JobStore) -> dict[str, bool]:
     """Create the indexes of the outputs and data collections where the backend supports them.
 
-    MontyDB supports none (every entry is then False); MongoDB and mongomock support all.
+    The embedded SQLite store, MongoDB and mongomock support all; MontyDB (from a store config)
+    none (every entry is then False).
 
     Returns
     -------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,28 @@ FORCE_FIELDS = ("forces_ml", "forces_ref")
 
 
 def _open(store: JobStore | str | Path | None) -> JobStore:
-    """A connected JobStore from a JobStore or a store spec (``None``: the ``store`` setting)."""
-    from softening.stores.factory import get_job_store
+    """A connected JobStore from a JobStore or a store spec (``None``: the ``store`` setting).
 
-    job_store = store if isinstance(store, JobStore) else get_job_store(store)
+    Reading never creates a store: a spec naming a missing embedded folder is an error (a typo
+    must not make a new, empty store), and an existing folder gets no file from a read.
+
+    Raises
+    ------
+    InputError
+        When the spec names an embedded store folder that does not exist.
+    """
+    from softening.stores.factory import get_job_store, resolve_store_spec, store_kind
+
+    if isinstance(store, JobStore):
+        job_store = store
+    else:
+        spec = resolve_store_spec(store)
+        path = Path(spec).expanduser()
+        if store_kind(spec) == "embedded" and not path.is_dir():
+            if path.exists():
+                raise InputError(f"store {spec!r} is a file; give the folder of a result store")
+            raise InputError(f"no result store at {spec!r} (give --store, or run a flow first)")
+        job_store = get_job_store(spec)
     job_store.connect()
     return job_store
 
@@ -131,6 +150,10 @@ def results_criteria(
             {"output.model.family": model.lower()},
         ]
     if scale_min is not None or scale_max is not None:
+        for name, value in (("scale-min", scale_min), ("scale-max", scale_max)):
+            # NaN compares false with everything: the filter would silently match nothing.
+            if value is not None and not math.isfinite(float(value)):
+                raise InputError(f"--{name} must be a finite number, got {value}")
         if scale_min is not None and scale_max is not None and scale_min > scale_max:
             raise InputError(f"scale-min {scale_min} is above scale-max {scale_max}")
         bounds = {}

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.makers.compare import compare_job
+from softening.makers.evaluate import DatasetEvaluationMaker
 from softening.makers.finetune import CorrectionMaker, verify_job
 from softening.makers.md import MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.stores.documents import FrameResult, FrameSpec
+from softening.stores.documents import FrameResult
 
 
 @dataclass
@@ -62,7 +64,7 @@ class SofteningFlowMaker(Maker):
             self.reference_maker = VaspReferenceMaker()
 
     def make(self, structures: list[Structure], material_ids: list[str] | None = None) -> Flow:
-        """The flow for ``structures`` (material ids default to reduced formulas)."""
+        """The flow for ``structures`` (material ids default to formula plus structure hash)."""
         if isinstance(structures, Structure):
             structures = [structures]
         ids = material_ids or _default_ids(structures)
@@ -106,48 +108,47 @@ class SofteningFlowMaker(Maker):
 
 @dataclass
 class EvaluateFlowMaker(Maker):
-    """Evaluate uMLIPs on frames that already carry reference labels (a DFT dataset).
+    """Evaluate uMLIPs on dataset files that already carry reference labels (no MD, no DFT).
 
-    One uMLIP job per model over all frames, then one comparison per material and model.
+    One job streams the files once, evaluates every model in batches and writes one
+    :class:`SofteningDoc` per material and model (and a pooled one per model) into the store as
+    soon as each material's frames are complete (see :mod:`softening.makers.evaluate`): a study of
+    thousands of materials is a few large jobs, not one small job per material.
     """
 
     name: str = "evaluate"
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
+    evaluation_maker: DatasetEvaluationMaker = field(default_factory=DatasetEvaluationMaker)
     models: list[str] = field(default_factory=lambda: ["chgnet"])
     n_bootstrap: int = 1000
     seed: int = 0
 
-    def make(self, frames: list[FrameSpec], references: list[FrameResult]) -> Flow:
-        """The flow; ``frames[i]`` and ``references[i]`` describe the same frame."""
-        materials = sorted({f.material_id for f in frames})
-        jobs, docs = [], []
-        for model in self.models:
-            umlip = replace(self.umlip_maker, model=model).make(frames)
-            umlip.name = f"{self.umlip_maker.name} {model}"
-            jobs.append(umlip)
-            for mid in materials:
-                refs = [r for r in references if r.material_id == mid]
-                compare = compare_job(refs, umlip.output, mid, self.n_bootstrap, self.seed)
-                compare.name = f"compare {mid} {model}"
-                jobs.append(compare)
-                docs.append(compare.output)
-            if len(materials) > 1:
-                # Pooled: one slope over all components of all frames, never a mean of slopes.
-                pooled = compare_job(references, umlip.output, None, self.n_bootstrap, self.seed)
-                pooled.name = f"compare pooled {model}"
-                jobs.append(pooled)
-                docs.append(pooled.output)
-        return Flow(jobs, output=docs, name=self.name)
+    def make(self, datasets: list[str | Path]) -> Flow:
+        """The flow over ``datasets`` (paths readable where the job runs); its output is the
+        ``softening evaluate --json`` summary."""
+        maker = replace(
+            self.evaluation_maker, models=list(self.models), n_bootstrap=self.n_bootstrap,
+            seed=self.seed,
+        )  # fmt: skip
+        evaluate = maker.make([str(Path(p).resolve()) for p in datasets])
+        return Flow([evaluate], output=evaluate.output, name=self.name)
 
 
 def _default_ids(structures: list[Structure]) -> list[str]:
-    """Reduced formulas, made unique with a suffix when two structures share one."""
+    """Reduced formula plus a short hash of the structure (``Si-3f9a2c``), one id per structure.
+
+    The hash covers lattice, species and wrapped fractional coordinates
+    (:func:`softening.datasets.checks.structure_digest`), so different structures with one
+    formula never share an id across runs, and the same structure always gets the same id. The
+    same structure given twice in one run gets a ``-2`` suffix the second time.
+    """
+    from softening.datasets.checks import structure_digest
+
     seen: dict[str, int] = {}
     ids = []
     for s in structures:
-        f = s.composition.reduced_formula
-        seen[f] = seen.get(f, 0) + 1
-        ids.append(f if seen[f] == 1 else f"{f}-{seen[f]}")
+        base = f"{s.composition.reduced_formula}-{structure_digest(s)}"
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return ids
 
 

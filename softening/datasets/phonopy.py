@@ -1,0 +1,375 @@
+"""Reader of finite-displacement phonon data as phonopy users keep it.
+
+One folder per material, in one of three layouts (tried in this order):
+
+1. ``phonopy_params.yaml`` (or ``phonopy.yaml``) holding the displacements *and* their forces (what
+   ``phonopy`` writes with ``--include-all`` or ``Phonopy.save()`` after forces were set);
+2. ``phonopy_disp.yaml`` + ``FORCE_SETS``;
+3. ``phonopy_disp.yaml`` + one ``vasprun.xml`` per displaced supercell (``vasprun.xml``,
+   ``vasprun.xml-001``..., or ``disp-001/vasprun.xml``...): each is matched to its displaced supercell
+   by its positions, and judged by the VASP guard rails (:mod:`softening.datasets.guards`).
+
+A ``BORN`` file (or NAC parameters in the yaml) is ignored, since uMLIPs have no Born charges: the
+data are flagged ``nac_ignored``. The settings of the DFT run are flagged as for ``softening evaluate``
+where the folder shows them (vasprun.xml files, or an ``INCAR`` beside ``FORCE_SETS``).
+
+Bad input (no forces, forces that do not match the displacements or the supercell, a cell phonopy
+cannot symmetrise) raises :class:`~softening.errors.InputError` with one line naming the folder.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from softening.errors import InputError
+
+__all__ = ["NAC_IGNORED", "PhonopyData", "read_phonopy_folder"]
+
+#: Flag of data that came with Born charges: the comparison leaves the NAC term off on both sides.
+NAC_IGNORED = (
+    "nac_ignored: Born charges present; uMLIPs have none, so the non-analytical correction is "
+    "left off on both sides (LO-TO splitting not compared)"
+)
+_UNVERIFIED = (
+    "unverified: no INCAR or vasprun.xml beside the forces; functional and settings of the DFT run "
+    "unchecked"
+)
+# Positions of a vasprun.xml and of phonopy's displaced supercell agree to VASP's printed digits.
+_POSITION_TOL = 1e-4  # Å
+
+
+@dataclass
+class PhonopyData:
+    """Finite-displacement data of one material.
+
+    Attributes
+    ----------
+    material
+        The folder name.
+    layout
+        ``phonopy_params``, ``force_sets`` or ``vasprun``.
+    unitcell
+        Unit cell (Å; ``magmom`` site property where phonopy has moments).
+    supercell_matrix
+        3x3 integers.
+    primitive_matrix
+        3x3, as phonopy resolved it (``auto`` when the yaml has none).
+    symprec
+        Symmetry tolerance, Å.
+    displacements
+        ``(supercell atom index, displacement vector Å)`` per displaced supercell.
+    forces
+        Reference forces ``(n_displacements, n_supercell_atoms, 3)``, eV/Å.
+    supercells
+        The displaced supercells as phonopy builds them (what a model must evaluate).
+    perfect_supercell
+        The undisplaced supercell.
+    flags
+        ``"<kind>: <detail>"`` warnings (nac_ignored, functional, low_precision, ...).
+    sources
+        Files read.
+    code
+        ``{"name", "version", "settings"}`` of the reference code, as far as known.
+    """
+
+    material: str
+    layout: str
+    unitcell: Structure
+    supercell_matrix: np.ndarray
+    primitive_matrix: np.ndarray
+    symprec: float
+    displacements: list[tuple[int, list[float]]]
+    forces: np.ndarray
+    supercells: list[Structure]
+    perfect_supercell: Structure
+    flags: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    code: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def formula(self) -> str:
+        """Reduced formula of the unit cell."""
+        return self.unitcell.composition.reduced_formula
+
+
+def read_phonopy_folder(path: str | Path) -> PhonopyData:
+    """Read one material's phonopy folder (see the module docstring for the layouts).
+
+    Parameters
+    ----------
+    path
+        The folder, or a ``phonopy_params.yaml`` / ``phonopy_disp.yaml`` file inside it.
+
+    Raises
+    ------
+    InputError
+        One line naming the folder: missing files, forces that do not match, phonopy errors.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"no such folder: {str(path)!r}")
+    folder, chosen = (p.parent, p) if p.is_file() else (p, None)
+    name = folder.resolve().name
+    params = [
+        f
+        for f in ([chosen] if chosen else [folder / "phonopy_params.yaml", folder / "phonopy.yaml"])
+        if f.is_file() and f.name != "phonopy_disp.yaml"
+    ]
+    disp = chosen if chosen and chosen.name == "phonopy_disp.yaml" else folder / "phonopy_disp.yaml"
+    if params and _yaml_has_forces(params[0]):
+        data = _from_params(params[0], name)
+    elif disp.is_file():
+        data = _from_disp(disp, folder, name)
+    elif params:
+        raise InputError(f"{_show(params[0])} has no forces (and there is no phonopy_disp.yaml)")
+    else:
+        raise InputError(
+            f"{_show(folder)}: no phonopy_params.yaml with forces and no phonopy_disp.yaml"
+        )
+    if (folder / "BORN").is_file() and NAC_IGNORED not in data.flags:
+        data.flags.append(NAC_IGNORED)
+    return data
+
+
+# ---- layouts ---------------------------------------------------------------------------------------
+
+
+def _load(yaml_path: Path, **kwargs):
+    import phonopy
+
+    try:
+        with warnings.catch_warnings():
+            # phonopy >= 4 warns that primitive_matrix now defaults to 'auto': that is the choice.
+            warnings.simplefilter("ignore")
+            return phonopy.load(yaml_path, is_nac=False, produce_fc=False, log_level=0, **kwargs)
+    except Exception as exc:
+        raise InputError(f"phonopy cannot read {_show(yaml_path)}: {_one_line(exc)}") from exc
+
+
+def _yaml_has_forces(path: Path) -> bool:
+    text = path.read_text(errors="replace")
+    return re.search(r"^\s*forces:", text, re.MULTILINE) is not None
+
+
+def _from_params(path: Path, name: str) -> PhonopyData:
+    phonon = _load(path)
+    forces = _dataset_forces(phonon, path)
+    # Loaded without NAC (is_nac=False): whether the file carries Born charges is read from it.
+    text = path.read_text(errors="replace")
+    has_born = re.search(r"^(nac|born_effective_charge):", text, re.MULTILINE) is not None
+    flags = [NAC_IGNORED] if has_born else []
+    data = _assemble(phonon, forces, name, "phonopy_params", [str(path)], path)
+    data.flags.extend(flags)
+    data.flags.extend(_incar_flags(path.parent, data.unitcell))
+    return data
+
+
+def _from_disp(disp: Path, folder: Path, name: str) -> PhonopyData:
+    force_sets = folder / "FORCE_SETS"
+    if force_sets.is_file():
+        phonon = _load(disp, force_sets_filename=force_sets)
+        forces = _dataset_forces(phonon, force_sets)
+        data = _assemble(phonon, forces, name, "force_sets", [str(disp), str(force_sets)], disp)
+        runs = _vasprun_files(folder)
+        if runs:
+            # FORCE_SETS made from these runs (`phonopy -f`): their settings are the DFT run's.
+            flags, data.code = _vasprun_settings(runs)
+            data.flags.extend(flags)
+            data.sources.extend(map(str, runs))
+        else:
+            data.flags.extend(_incar_flags(folder, data.unitcell))
+        return data
+    runs = _vasprun_files(folder)
+    if not runs:
+        raise InputError(
+            f"{_show(folder)}: phonopy_disp.yaml but no FORCE_SETS and no vasprun.xml files "
+            "of the displaced supercells"
+        )
+    phonon = _load(disp)
+    return _from_vaspruns(phonon, runs, name, disp)
+
+
+def _dataset_forces(phonon, source: Path) -> np.ndarray:
+    dataset = phonon.dataset or {}
+    first = dataset.get("first_atoms")
+    if first is None:
+        raise InputError(
+            f"{_show(source)}: only one-atom-at-a-time displacements are supported "
+            "(not random displacements)"
+        )
+    if not first or any("forces" not in d for d in first):
+        raise InputError(f"{_show(source)} has no forces for every displacement")
+    n = len(phonon.supercell)
+    forces = np.asarray([d["forces"] for d in first], dtype=float)
+    if forces.shape != (len(first), n, 3):
+        raise InputError(
+            f"{_show(source)}: forces of shape {forces.shape} do not match {len(first)} "
+            f"displacement(s) of the {n}-atom supercell"
+        )
+    return forces
+
+
+def _vasprun_files(folder: Path) -> list[Path]:
+    files = [f for f in folder.glob("vasprun*.xml*") if f.is_file()]
+    files += [f for f in folder.glob("disp-*/vasprun.xml*") if f.is_file()]
+    return sorted(
+        files, key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(f))]
+    )
+
+
+def _from_vaspruns(phonon, runs: list[Path], name: str, disp: Path) -> PhonopyData:
+    from softening.datasets.guards import apply_guard_rails
+    from softening.datasets.readers import read_vasprun
+
+    supercells = phonon.supercells_with_displacements
+    if supercells is None:
+        raise InputError(f"{_show(disp)} has no displacements")
+    if len(runs) != len(supercells):
+        raise InputError(
+            f"{_show(disp.parent)}: {len(runs)} vasprun.xml file(s) for {len(supercells)} "
+            "displaced supercell(s)"
+        )
+    forces: list[np.ndarray | None] = [None] * len(supercells)
+    flags: set[str] = set()
+    code: dict[str, Any] = {"name": "vasp", "version": None, "settings": {}}
+    for run in runs:
+        kept, _ = apply_guard_rails(read_vasprun(run))
+        frame = kept[-1]  # a static run has one step; the last one of a relaxation otherwise
+        flags.update(frame.flags)
+        index = _match_supercell(frame.structure, supercells, run)
+        if forces[index] is not None:
+            raise InputError(f"{_show(run)}: a second vasprun.xml of displacement {index + 1}")
+        forces[index] = np.asarray(frame.forces, dtype=float)
+        code = _vasp_code(frame)
+    data = _assemble(
+        phonon, np.asarray(forces), name, "vasprun", [str(disp), *map(str, runs)], disp
+    )
+    data.flags.extend(sorted(flags))
+    data.code = code
+    return data
+
+
+def _vasprun_settings(runs: list[Path]) -> tuple[list[str], dict[str, Any]]:
+    """Guard-rail flags and code record of the vasprun.xml files of a FORCE_SETS."""
+    from softening.datasets.guards import apply_guard_rails
+    from softening.datasets.readers import read_vasprun
+
+    flags: set[str] = set()
+    code: dict[str, Any] = {"name": "vasp", "version": None, "settings": {}}
+    for run in runs:
+        kept, _ = apply_guard_rails(read_vasprun(run))
+        flags.update(kept[-1].flags)
+        code = _vasp_code(kept[-1])
+    return sorted(flags), code
+
+
+def _vasp_code(frame) -> dict[str, Any]:
+    info = frame.metadata.get("vasp", {})
+    settings = {k: v for k, v in (info.get("parameters") or {}).items() if v is not None}
+    return {"name": "vasp", "version": info.get("vasp_version"), "settings": settings}
+
+
+def _match_supercell(structure: Structure, supercells, run: Path) -> int:
+    """Index of the displaced supercell whose cell and positions (same atom order) match."""
+    frac = structure.frac_coords
+    for i, cell in enumerate(supercells):
+        if len(cell) != len(structure) or list(cell.symbols) != [
+            s.specie.symbol for s in structure
+        ]:
+            continue
+        if not np.allclose(cell.cell, structure.lattice.matrix, atol=_POSITION_TOL):
+            continue
+        d = frac - cell.scaled_positions
+        d -= np.round(d)
+        if np.abs(d @ cell.cell).max() < _POSITION_TOL:
+            return i
+    raise InputError(
+        f"{_show(run)}: its structure matches none of the displaced supercells of "
+        "phonopy_disp.yaml (different supercell, displacement or atom order)"
+    )
+
+
+def _assemble(
+    phonon, forces: np.ndarray, name: str, layout: str, sources: list[str], where: Path
+) -> PhonopyData:
+    from pymatgen.io.phonopy import get_pmg_structure
+
+    calculator = getattr(phonon, "calculator", None)
+    if calculator not in (None, "vasp"):
+        raise InputError(
+            f"{_show(where)}: forces of calculator {calculator!r}; only VASP units (eV, Å) are read"
+        )
+    first = (phonon.dataset or {}).get("first_atoms")
+    if first is None:
+        raise InputError(
+            f"{_show(where)}: only one-atom-at-a-time displacements are supported "
+            "(not random displacements)"
+        )
+    n = len(phonon.supercell)
+    bad = [int(d["number"]) for d in first if not 0 <= int(d["number"]) < n]
+    if bad:
+        raise InputError(
+            f"{_show(where)}: displaced atom {bad[0] + 1} is not in the {n}-atom supercell"
+        )
+    try:
+        # Symmetry and primitive cell: phonopy raises here for cells it cannot symmetrise.
+        prim = phonon.primitive_matrix
+        _ = phonon.primitive
+        supercells = [get_pmg_structure(c) for c in phonon.supercells_with_displacements]
+        perfect = get_pmg_structure(phonon.supercell)
+        unitcell = get_pmg_structure(phonon.unitcell)
+    except Exception as exc:
+        raise InputError(f"phonopy cannot symmetrise {_show(where)}: {_one_line(exc)}") from exc
+    if not np.all(np.isfinite(forces)):
+        raise InputError(f"{_show(where)}: forces contain NaN or inf")
+    return PhonopyData(
+        material=name,
+        layout=layout,
+        unitcell=unitcell,
+        supercell_matrix=np.asarray(phonon.supercell_matrix, dtype=int),
+        primitive_matrix=np.asarray(prim if prim is not None else np.eye(3), dtype=float),
+        symprec=float(phonon.symmetry.tolerance),
+        displacements=[
+            (int(d["number"]), np.asarray(d["displacement"], dtype=float).tolist()) for d in first
+        ],
+        forces=forces,
+        supercells=supercells,
+        perfect_supercell=perfect,
+        sources=sources,
+        code={"name": "vasp", "version": None, "settings": {}},
+    )
+
+
+def _incar_flags(folder: Path, unitcell: Structure) -> list[str]:
+    """Guard-rail flags from an INCAR beside the forces, or ``unverified`` when there is none."""
+    incar_path = folder / "INCAR"
+    if not incar_path.is_file():
+        return [_UNVERIFIED]
+    from pymatgen.io.vasp import Incar
+
+    from softening.datasets.guards import vasp_setting_flags
+    from softening.datasets.readers import vasp_run_info
+
+    try:
+        incar = dict(Incar.from_file(incar_path))
+    except Exception as exc:
+        raise InputError(f"cannot read {_show(incar_path)}: {_one_line(exc)}") from exc
+    info = vasp_run_info(incar, {}, [], None, None, 1)
+    elements = {el.symbol for el in unitcell.composition}
+    return vasp_setting_flags(info, elements)
+
+
+def _show(path: Path) -> str:
+    return repr(str(path))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,568 @@
+"""Run a jobflow flow on this machine with several jobs at once.
+
+jobflow's ``run_locally`` runs one job after another, and FireWorks' file-backed LaunchPad allows one
+process at a time; on a workstation or inside one SLURM allocation the reference statics of different
+frames and materials are independent and can run side by side. :func:`run_flow` is a small executor
+for exactly that, not a general scheduler:
+
+- jobs run in worker processes (``spawn``: no inherited torch or GPAW state) once every job they
+  depend on has finished; a job whose parent failed runs only when it tolerates missing inputs
+  (``OnMissing.NONE``, as the comparison job does), as with ``run_locally``;
+- each worker opens the result store itself from its spec and ``Job.run`` writes the output there,
+  so nothing large travels between processes and a finished job's result survives a crash of the
+  others (the embedded store allows several writers on one machine);
+- ``Response(replace=..., detour=..., addition=...)`` (the VASP maker replaces itself with
+  atomate2's static job) is followed: the new jobs are scheduled, and the jobs that depend on the
+  replaced one wait for them;
+- workers x threads fit the cores of the allocation (CPU affinity, ``SLURM_CPUS_PER_TASK``) and the
+  memory: every worker gets ``threads`` BLAS/OpenMP/torch threads and builds uMLIP graphs itself;
+- a worker that dies (killed, out of memory) takes only its jobs with it: they are retried once on
+  a fresh worker, then reported as failed; everything already finished stays in the store.
+
+With one worker the jobs run in this process, in the same order (no pool, no serialisation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+from random import randint
+from typing import Any
+
+from softening.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Memory one worker may need (torch + a uMLIP + GPAW on a few dozen atoms), GB. Used only to cap
+#: the default number of workers on small machines.
+GB_PER_WORKER = 3.0
+
+Key = tuple[str, int]
+
+
+@dataclass
+class FlowRun:
+    """What :func:`run_flow` did.
+
+    Attributes
+    ----------
+    completed
+        uuids of the jobs whose output is in the store.
+    failed
+        ``"job name: message"`` of every job that failed (or was skipped because a job it needs
+        failed), in the order they were found.
+    not_run
+        Names of jobs never started (a stopped flow, or inputs that never appeared).
+    workers
+        Worker processes used (1: in this process).
+    wall_time
+        Seconds from start to end.
+    """
+
+    completed: set[str] = field(default_factory=set)
+    failed: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)
+    workers: int = 1
+    wall_time: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every job finished."""
+        return not self.failed and not self.not_run
+
+
+def allocated_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by ``SLURM_CPUS_PER_TASK``.
+
+    The machine's total is the wrong number inside a SLURM allocation or a container: affinity is
+    what the scheduler gave this process, and ``SLURM_CPUS_PER_TASK`` says the same where affinity
+    is not enforced.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        cores = min(cores, int(slurm))
+    return max(1, cores)
+
+
+def available_memory_gb() -> float | None:
+    """Memory available to new processes (``MemAvailable``), GB, or ``None`` where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return None
+
+
+def default_workers(threads: int = 1, n_jobs: int | None = None) -> int:
+    """Workers so that workers x threads fit the allocated cores and the memory.
+
+    Parameters
+    ----------
+    threads
+        Threads each job uses (BLAS/OpenMP for GPAW, torch's intra-op threads).
+    n_jobs
+        Most jobs that could ever run at once (no more workers than that).
+    """
+    n = max(1, allocated_cores() // max(1, threads))
+    mem = available_memory_gb()
+    if mem is not None:
+        n = min(n, max(1, int(mem // GB_PER_WORKER)))
+    if n_jobs is not None:
+        n = min(n, max(1, n_jobs))
+    return n
+
+
+def resolve_workers(workers: int | None, threads: int | None = None) -> tuple[int, int]:
+    """``(workers, threads)`` from the options (``None``: chosen from cores and memory).
+
+    Raises
+    ------
+    InputError
+        On a non-positive count, or workers x threads above the allocated cores.
+    """
+    from softening.settings import get_settings
+
+    threads = threads if threads is not None else get_settings().torch_threads
+    if threads < 1:
+        raise InputError(f"--threads must be >= 1, got {threads}")
+    if workers is None:
+        return default_workers(threads), threads
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    cores = allocated_cores()
+    if workers * threads > cores:
+        logger.warning(
+            "%d workers x %d threads is more than the %d cores allocated: jobs will compete",
+            workers,
+            threads,
+            cores,
+        )
+    return workers, threads
+
+
+@contextmanager
+def _thread_environment(threads: int, workers: int) -> Iterator[None]:
+    """Thread settings inherited by the worker processes (set before they import numpy)."""
+    values = {
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "SOFTENING_TORCH_THREADS": str(threads),
+    }
+    if workers > 1:
+        # The cores are busy with other jobs: graphs are built in the job's own process.
+        values["SOFTENING_GRAPH_WORKERS"] = "0"
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ---- the work done in a worker ---------------------------------------------------------------------
+
+_STORES: dict[str, Any] = {}
+
+
+def _worker_store(store_spec: str):
+    """The worker's store, opened once per process."""
+    from softening.settings import get_settings
+
+    if store_spec not in _STORES:
+        from softening.stores import get_job_store
+
+        get_settings.cache_clear()  # the parent's thread settings are in the environment
+        store = get_job_store(store_spec)
+        store.connect()
+        _STORES[store_spec] = store
+    return _STORES[store_spec]
+
+
+def _execute(job: Any, store: Any, job_dir: str | None) -> dict[str, Any]:
+    """Run one job against ``store``; report success or the error and any new jobs, as plain data."""
+    t0 = time.perf_counter()
+    if isinstance(job, dict):
+        from jobflow import Job
+
+        job = Job.from_dict(job)
+    if isinstance(store, str):
+        store = _worker_store(store)
+    try:
+        if job_dir is not None:
+            with contextlib.chdir(job_dir):
+                response = job.run(store=store)
+        else:
+            response = job.run(store=store)
+    except Exception as exc:
+        from jobflow import CURRENT_JOB
+
+        CURRENT_JOB.reset()
+        return {
+            "ok": False,
+            "error": _one_line(exc),
+            "traceback": traceback.format_exc(),
+            "seconds": time.perf_counter() - t0,
+        }
+    new = {}
+    for kind in ("replace", "detour", "addition"):
+        flow = getattr(response, kind)
+        if flow is not None:
+            new[kind] = flow.as_dict()
+    return {
+        "ok": True,
+        "new": new,
+        "stop_children": bool(response.stop_children),
+        "stop_jobflow": bool(response.stop_jobflow),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _execute_in_worker(job_dict: dict, store_spec: str, job_dir: str | None) -> dict[str, Any]:
+    return _execute(job_dict, store_spec, job_dir)
+
+
+def _init_worker(threads: int, log_level: int) -> None:
+    import sys
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    # Standard output belongs to the parent (`--json` prints one object there): whatever a job or
+    # a library prints in a worker goes to standard error.
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    # The jobs' own progress lines (MD steps, reference timings) go to this worker's stderr.
+    pkg = logging.getLogger("softening")
+    pkg.setLevel(log_level)
+    if not pkg.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s [worker %(process)d] %(message)s", "%H:%M:%S")
+        )
+        pkg.addHandler(handler)
+    pkg.propagate = False
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _one_line(exc: BaseException) -> str:
+    from softening.errors import SofteningError
+    from softening.settings import redact
+
+    text = str(exc).strip()
+    if isinstance(exc, SofteningError):
+        return redact(text.splitlines()[0] if text else type(exc).__name__)
+    last = text.splitlines()[-1] if text else ""
+    return redact(f"{type(exc).__name__}: {last}" if last else type(exc).__name__)
+
+
+# ---- the scheduler ---------------------------------------------------------------------------------
+
+
+class _Scheduler:
+    """Dependency bookkeeping of a flow whose jobs may add new jobs as they run."""
+
+    def __init__(self, flow: Any) -> None:
+        self.jobs: dict[Key, Any] = {}
+        self.parents: dict[Key, set[str]] = {}
+        self.order: list[Key] = []
+        self.complete: set[str] = set()
+        self.failed: set[str] = set()
+        self.stopped: set[str] = set()
+        # A job that added jobs (replace, detour, addition) is complete only when they are.
+        self.waiting: dict[Key, set[Key]] = {}
+        self.owner: dict[Key, Key] = {}
+        self.add(flow)
+
+    def add(self, flow: Any, owner: Key | None = None) -> set[Key]:
+        keys = set()
+        for job, parents in flow.iterflow():
+            key = (job.uuid, job.index)
+            self.jobs[key] = job
+            self.parents[key] = set(parents)
+            self.order.append(key)
+            keys.add(key)
+            if owner is not None:
+                self.owner[key] = owner
+        if owner is not None:
+            self.waiting.setdefault(owner, set()).update(keys)
+        return keys
+
+    def pending(self) -> list[Key]:
+        return [k for k in self.order if k in self.jobs]
+
+    def ready(self) -> list[Key]:
+        settled = self.complete | self.failed | self.stopped
+        return [k for k in self.pending() if self.parents[k] <= settled]
+
+    def take(self, key: Key) -> Any:
+        self.order.remove(key)
+        return self.jobs.pop(key)
+
+    def done(self, key: Key) -> None:
+        """``key`` finished and everything it added has finished."""
+        if self.waiting.get(key):
+            return
+        self.waiting.pop(key, None)
+        owner = self.owner.pop(key, None)
+        if owner is None:
+            self.complete.add(key[0])
+            return
+        if key[0] != owner[0]:
+            self.complete.add(key[0])
+        self.waiting[owner].discard(key)
+        if not self.waiting[owner]:
+            self.done(owner)
+
+    def fail(self, key: Key) -> None:
+        self.failed.add(key[0])
+        owner = self.owner.pop(key, None)
+        if owner is not None:
+            self.waiting.pop(owner, None)
+            self.fail(owner)
+
+
+def run_flow(
+    flow: Any,
+    store: Any,
+    workers: int | None = None,
+    threads: int | None = None,
+    create_folders: bool = False,
+    root_dir: str | Path | None = None,
+    on_job_done: Callable[[str, bool, float], None] | None = None,
+) -> FlowRun:
+    """Run ``flow`` with up to ``workers`` jobs at once, outputs into ``store``.
+
+    Parameters
+    ----------
+    flow
+        A jobflow Flow, Job or list of jobs.
+    store
+        The result store: a :class:`~softening.stores.factory.SofteningJobStore` (workers open it
+        again from its spec) or any JobStore (then the jobs run in this process).
+    workers
+        Jobs run at once; ``None``: from the allocated cores, ``threads`` and the memory.
+    threads
+        Threads of each job (BLAS/OpenMP, torch); default: the ``torch_threads`` setting.
+    create_folders, root_dir
+        As ``run_locally``: each job runs in its own new folder under ``root_dir`` (VASP jobs
+        need one).
+    on_job_done
+        Called with ``(job name, succeeded, seconds)`` after each job (progress display).
+
+    Returns
+    -------
+    FlowRun
+        Which jobs finished and which failed (with a one-line reason each).
+    """
+    from jobflow.core.flow import get_flow
+    from jobflow.core.reference import OnMissing
+
+    t_start = time.perf_counter()
+    flow = get_flow(flow)
+    workers, threads = resolve_workers(workers, threads)
+    spec = getattr(store, "spec", None)
+    n_jobs = len(flow.jobs) if hasattr(flow, "jobs") else 1
+    if spec is None:
+        workers = 1  # a store only this process can see (e.g. in memory)
+    workers = min(workers, max(1, _count_jobs(flow)))
+    root = Path.cwd() if root_dir is None else Path(root_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    store.connect()
+    if workers > 1 and not _shareable(store):
+        workers = 1  # e.g. an in-memory (mongomock) server: other processes cannot see it
+
+    sched = _Scheduler(flow)
+    result = FlowRun(workers=workers)
+    retried: set[Key] = set()
+    stop = False
+    running: dict[Future, tuple[Key, Any, str | None]] = {}
+    pool: ProcessPoolExecutor | None = None
+    logger.debug("running %d top-level jobs with %d worker(s)", n_jobs, workers)
+
+    def job_dir() -> str | None:
+        if not create_folders:
+            return None
+        stamp = datetime.now(tz=UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
+        path = root / f"job_{stamp}-{randint(10000, 99999)}"
+        path.mkdir()
+        return str(path)
+
+    def finish(key: Key, job: Any, out: dict[str, Any]) -> None:
+        nonlocal stop
+        name = job.name
+        if on_job_done is not None:
+            on_job_done(name, out["ok"], out.get("seconds", 0.0))
+        if not out["ok"]:
+            logger.debug("%s failed:\n%s", name, out.get("traceback", ""))
+            result.failed.append(f"{name}: {out['error']}")
+            sched.fail(key)
+            return
+        if out.get("stop_children"):
+            sched.stopped.add(key[0])
+        if out.get("stop_jobflow"):
+            stop = True
+        added = False
+        for kind in ("replace", "detour", "addition"):
+            if kind in out.get("new", {}):
+                from jobflow import Flow
+
+                new = out["new"][kind]
+                sched.add(Flow.from_dict(new) if isinstance(new, dict) else new, owner=key)
+                added = True
+        if not added:
+            sched.done(key)
+
+    def start(key: Key) -> None:
+        nonlocal pool
+        job = sched.take(key)
+        parents = sched.parents[key]
+        if parents & sched.stopped:
+            sched.stopped.add(key[0])
+            return
+        if parents & sched.failed and job.config.on_missing_references == OnMissing.ERROR:
+            result.failed.append(f"{job.name}: not run, a job it needs failed")
+            sched.fail(key)
+            return
+        folder = job_dir()
+        if workers == 1:
+            finish(key, job, _execute(job, store, folder))
+            return
+        if pool is None:
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(threads, logging.getLogger("softening").getEffectiveLevel()),
+            )
+        fut = pool.submit(_execute_in_worker, job.as_dict(), spec, folder)
+        running[fut] = (key, job, folder)
+
+    with _thread_environment(threads, workers):
+        try:
+            while True:
+                if not stop:
+                    for key in sched.ready():
+                        if len(running) >= workers:
+                            break
+                        start(key)
+                if not running:
+                    if stop or not sched.ready():
+                        break
+                    continue
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                broken = []
+                for fut in finished:
+                    key, job, folder = running.pop(fut)
+                    try:
+                        out = fut.result()
+                    except BrokenProcessPool:
+                        broken.append((key, job))
+                        continue
+                    except Exception as exc:  # the job could not be sent or its result read
+                        out = {"ok": False, "error": _one_line(exc)}
+                    finish(key, job, out)
+                if broken:
+                    # A worker died: every job in flight on this pool is lost with it. Run
+                    # each again once on a fresh pool; a second loss is a failure.
+                    lost = broken + [(k, j) for k, j, _ in running.values()]
+                    running.clear()
+                    if pool is not None:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                    pool = None
+                    for key, job in lost:
+                        if key in retried:
+                            finish(
+                                key,
+                                job,
+                                {"ok": False, "error": "its worker process died twice "
+                                 "(killed, or out of memory)"},
+                            )  # fmt: skip
+                        else:
+                            logger.warning(
+                                "%s: its worker process died; running it again", job.name
+                            )
+                            retried.add(key)
+                            sched.jobs[key] = job
+                            sched.order.append(key)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+    result.not_run = [sched.jobs[k].name for k in sched.pending()]
+    result.completed = set(sched.complete)
+    result.wall_time = time.perf_counter() - t_start
+    return result
+
+
+def _shareable(store: Any) -> bool:
+    """Whether other processes opening the store from its spec see the same data."""
+    from maggma.stores import MemoryStore
+
+    stores = [store.docs_store, *store.additional_stores.values()]
+    for s in stores:
+        inner = getattr(s, "store", s)  # a ChunkedStore wraps a Mongo-like store
+        if isinstance(inner, MemoryStore) and type(inner).__name__ != "MontyStore":
+            return False
+        coll = getattr(inner, "_coll", None)
+        if coll is None:
+            coll = getattr(inner, "_collection", None)
+        if coll is not None and "mongomock" in type(coll).__module__:
+            return False
+    return True
+
+
+def _count_jobs(flow: Any) -> int:
+    return sum(1 for _ in flow.iterflow())
+
+
+def flow_outputs(flow: Any, store: Any) -> list[Any]:
+    """The outputs of a finished flow's output references, as their pydantic documents.
+
+    A reference whose job failed is left out.
+    """
+    from softening.stores import documents
+
+    refs = flow.output if isinstance(flow.output, list) else [flow.output]
+    out = []
+    for ref in refs:
+        if ref is None:
+            continue
+        doc = store.query_one(
+            {"uuid": ref.uuid}, properties=["output"], sort={"index": -1}, load=True
+        )
+        if doc is None or doc.get("output") is None:
+            continue
+        data = doc["output"]
+        cls = getattr(documents, str(data.get("@class")), None) if isinstance(data, dict) else None
+        if cls is None:
+            out.append(data)
+            continue
+        clean = {k: v for k, v in data.items() if not k.startswith("@")}
+        out.append(cls.model_validate(clean))
+    return out

@@ -1,0 +1,692 @@
+"""Vacancy formation energies and vacancy migration barriers of uMLIPs against a reference.
+
+- :class:`VacancyMaker`: a supercell of the bulk structure (grown until a vacancy is at least
+  ``min_image_distance`` from its images), one vacancy per symmetry-distinct site; one reference job
+  per frame (:class:`~softening.makers.reference.ReferenceStaticMaker`: reused by content key, so a
+  rerun computes only what is missing), one uMLIP job per model, one comparison job per model.
+  With ``relax``, each method also relaxes the defect positions with its own forces (cell fixed)
+  and both unrelaxed and relaxed formation energies are reported.
+- :class:`BarrierMaker`: a vacancy hop between two neighbouring symmetry-equivalent sites: the
+  uMLIP's climbing-image NEB (ASE, bounded steps; a NEB that does not converge is flagged and its
+  last path kept), then reference single points on the images of that path (ApproxNEB-like: the
+  reference does not move the images), both barriers and energy profiles.
+
+Outputs: :class:`~softening.stores.documents.VacancyDoc`, :class:`BarrierDoc` (both
+:class:`PropertyDoc`). Elemental solids: the removed atom's chemical potential is the bulk energy
+per atom of the same method.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from jobflow import Flow, JobConfig, Maker, job
+from jobflow.core.reference import OnMissing
+from pymatgen.core import Structure
+
+from softening.analysis.defects import (
+    distinct_sites,
+    energy_profile,
+    migration_barrier,
+    min_image_distance,
+    nearest_equivalent_neighbour,
+    reaction_coordinate,
+    supercell_for_min_distance,
+    vacancy_formation_energy,
+)
+from softening.errors import CalculationError, InputError
+from softening.makers.reference import ReferenceStaticMaker
+from softening.makers.surfaces import BULK, relax_frames_job
+from softening.makers.umlip import UMLIPStaticMaker
+from softening.stores.documents import (
+    BarrierDoc,
+    BarrierValues,
+    FrameResult,
+    FrameSpec,
+    NEBResult,
+    UMLIPResults,
+    VacancyDoc,
+    VacancyRow,
+    VacancyValues,
+    content_key,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def vacancy_id(site: int) -> str:
+    """Frame id of the supercell without site ``site``: ``vac-007``."""
+    return f"vac-{site:03d}"
+
+
+# ---- set-up ----------------------------------------------------------------------------------------
+
+
+def _check_elemental(structure: Structure, what: str) -> None:
+    if len(structure.composition.elements) != 1:
+        raise InputError(
+            f"{what}: elemental solids only (the removed atom's chemical potential is the bulk "
+            f"energy per atom); {structure.composition.reduced_formula} is a compound"
+        )
+
+
+def defect_supercell(
+    structure: Structure,
+    min_distance: float = 8.0,
+    supercell_matrix: Sequence[int] | None = None,
+) -> tuple[Structure, list[int], float]:
+    """The supercell a vacancy goes into, its diagonal matrix and the vacancy-image distance (Å).
+
+    Without ``supercell_matrix`` the smallest diagonal supercell whose images are at least
+    ``min_distance`` Å apart (a cell too small is grown); an explicit one that falls short is refused.
+    """
+    if supercell_matrix is None:
+        try:
+            matrix = supercell_for_min_distance(structure.lattice.matrix, min_distance)
+        except ValueError as exc:
+            raise InputError(f"{structure.composition.reduced_formula}: {exc}") from exc
+    else:
+        matrix = [int(x) for x in supercell_matrix]
+        if len(matrix) != 3 or min(matrix) < 1:
+            raise InputError(f"supercell {matrix}: give 3 positive integers")
+    supercell = structure * matrix
+    dist = min_image_distance(supercell.lattice.matrix)
+    if dist + 1e-6 < min_distance:
+        raise InputError(
+            f"supercell {matrix} of {structure.composition.reduced_formula} puts a vacancy "
+            f"{dist:.2f} Å from its image, below {min_distance:g} Å: choose a larger one"
+        )
+    if len(supercell) < 2:
+        raise InputError(f"supercell {matrix} has {len(supercell)} atom: too small for a vacancy")
+    return supercell, matrix, dist
+
+
+def _site_in_supercell(unit: Structure, index: int, supercell: Structure) -> int:
+    """Index in ``supercell`` of the copy of unit-cell site ``index`` in the first cell."""
+    target = unit[index].coords
+    frac = supercell.lattice.get_fractional_coords(target)
+    d = supercell.lattice.get_all_distances(frac[None], supercell.frac_coords)[0]
+    return int(np.argmin(d))
+
+
+def vacancy_inputs(
+    structure: Structure,
+    material_id: str,
+    min_distance: float = 8.0,
+    supercell_matrix: Sequence[int] | None = None,
+    symprec: float = 0.01,
+) -> tuple[dict[str, Any], list[FrameSpec]]:
+    """Comparison inputs (sites, supercell) and frames (``bulk`` + one ``vac-NNN`` per distinct
+    site) of the vacancies of ``structure``."""
+    _check_elemental(structure, "vacancy")
+    supercell, matrix, dist = defect_supercell(structure, min_distance, supercell_matrix)
+    formula = structure.composition.reduced_formula
+    frames = [
+        FrameSpec(frame_id=BULK, material_id=material_id, formula=formula, structure=supercell)
+    ]
+    sites = []
+    for index, mult in distinct_sites(structure, symprec):
+        k = _site_in_supercell(structure, index, supercell)
+        defect = supercell.copy()
+        defect.remove_sites([k])
+        frames.append(
+            FrameSpec(
+                frame_id=vacancy_id(k), material_id=material_id, formula=formula, structure=defect
+            )
+        )
+        sites.append({"site": k, "species": supercell[k].specie.symbol, "multiplicity": mult})
+    inputs = {
+        "material": material_id,
+        "n_bulk": len(supercell),
+        "supercell_matrix": np.diag(matrix).tolist(),
+        "min_image_distance": dist,
+        "sites": sites,
+    }
+    return inputs, frames
+
+
+# ---- vacancies -------------------------------------------------------------------------------------
+
+
+def _by_id(
+    results: Sequence[FrameResult | dict | None] | UMLIPResults | dict | None, material: str
+):
+    if results is None:
+        return {}
+    if isinstance(results, dict) and "frames" in results and "model" not in results:
+        results = results["frames"]
+    if isinstance(results, UMLIPResults | dict):
+        results = UMLIPResults.model_validate(results).frames
+    out = {}
+    for r in results:
+        if r is None:
+            continue
+        r = FrameResult.model_validate(r)
+        if r.material_id == material and r.energy is not None:
+            out[r.frame_id] = r
+    return out
+
+
+def compare_vacancy_results(
+    inputs: dict[str, Any],
+    references: Sequence[FrameResult | dict | None],
+    umlip: UMLIPResults | dict,
+    relaxed_references: Any = None,
+    relaxed_umlip: UMLIPResults | dict | None = None,
+    parent_uuids: Sequence[str] = (),
+) -> VacancyDoc:
+    """Vacancy formation energies of the reference and the model (each against its own bulk
+    energy), unrelaxed, and relaxed when relaxed results are given.
+
+    Raises
+    ------
+    CalculationError
+        A frame without a reference or model energy (a rerun computes it).
+    """
+    from softening import __version__
+
+    umlip = UMLIPResults.model_validate(umlip)
+    material = inputs["material"]
+    refs, mls = _by_id(references, material), _by_id(umlip, material)
+    relaxed = relaxed_references is not None and relaxed_umlip is not None
+    refs_r = _by_id(relaxed_references, material) if relaxed else {}
+    mls_r = _by_id(relaxed_umlip, material) if relaxed else {}
+    ids = [BULK, *(vacancy_id(s["site"]) for s in inputs["sites"])]
+    for side, got in (("reference", refs), (umlip.model.name, mls)) + (
+        (("relaxed reference", refs_r), (f"relaxed {umlip.model.name}", mls_r)) if relaxed else ()
+    ):
+        missing = [i for i in ids if i not in got]
+        if missing:
+            raise CalculationError(
+                f"{material}: {side} energy missing for {', '.join(missing)}; rerun to compute them"
+            )
+    n = inputs["n_bulk"]
+    rows, flags = [], []
+    for s in inputs["sites"]:
+        fid = vacancy_id(s["site"])
+        e_ref = vacancy_formation_energy(refs[fid].energy, refs[BULK].energy, n)
+        e_ml = vacancy_formation_energy(mls[fid].energy, mls[BULK].energy, n)
+        row = {"e_vac_ref": e_ref, "e_vac": e_ml, "relaxed": False, "converged": True}
+        if relaxed:
+            row = {
+                "e_vac_unrelaxed_ref": e_ref,
+                "e_vac_unrelaxed": e_ml,
+                "e_vac_ref": vacancy_formation_energy(refs_r[fid].energy, refs_r[BULK].energy, n),
+                "e_vac": vacancy_formation_energy(mls_r[fid].energy, mls_r[BULK].energy, n),
+                "relaxed": True,
+                "converged": refs_r[fid].converged and mls_r[fid].converged,
+            }
+            if not row["converged"]:
+                flags.append(f"unconverged: relaxation of {fid} did not reach its fmax")
+        rows.append(VacancyRow(**s, n_atoms=n - 1, **row))
+    mae = float(np.mean([abs(r.e_vac - r.e_vac_ref) for r in rows]))
+    elements = sorted({el.symbol for el in refs[BULK].structure.composition})
+    ref_doc = refs[BULK]
+    values = VacancyValues(
+        rows=rows,
+        supercell_matrix=inputs["supercell_matrix"],
+        min_image_distance=inputs["min_image_distance"],
+        chemical_potential="bulk",
+        e_bulk_ref=ref_doc.energy / n,
+        e_bulk=mls[BULK].energy / n,
+        mae=mae,
+    )
+    ratio = float(np.mean([r.e_vac / r.e_vac_ref for r in rows if r.e_vac_ref != 0] or [np.nan]))
+    return VacancyDoc(
+        material_id=material,
+        formula=ref_doc.structure.composition.reduced_formula,
+        chemsys="-".join(elements),
+        elements=elements,
+        model=umlip.model,
+        reference=ref_doc.code,
+        ratio=None if np.isnan(ratio) else ratio,
+        flags=flags,
+        parent_uuids=list(parent_uuids),
+        package_version=__version__,
+        values=values,
+    )
+
+
+@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+def vacancy_compare_job(
+    inputs: dict[str, Any],
+    references: list[FrameResult | None],
+    umlip: UMLIPResults,
+    relaxed_references: Any = None,
+    relaxed_umlip: UMLIPResults | None = None,
+    parent_uuids: Sequence[str] = (),
+) -> VacancyDoc:
+    """jobflow job around :func:`compare_vacancy_results`."""
+    doc = compare_vacancy_results(
+        inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids
+    )
+    for r in doc.values.rows:
+        logger.info(
+            "%s / %s vacancy %d: %.3f eV (reference %.3f eV)",
+            doc.material_id, doc.model.name, r.site, r.e_vac, r.e_vac_ref,
+        )  # fmt: skip
+    return doc
+
+
+@dataclass
+class VacancyMaker(Maker):
+    """Vacancy formation energies of one elemental structure with a reference and uMLIPs.
+
+    Attributes
+    ----------
+    name
+        Flow name.
+    reference_maker
+        :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or a VASP reference maker.
+    umlip_maker
+        Template of the uMLIP jobs; each model gets a copy with its ``model`` set.
+    models
+        uMLIP specs.
+    min_image_distance
+        Smallest distance between a vacancy and its periodic images, Å (picks the supercell).
+    supercell_matrix
+        Diagonal supercell ``[n1, n2, n3]`` instead of the choice by ``min_image_distance``.
+    symprec
+        Symmetry tolerance of the distinct sites, Å.
+    relax
+        Also relax the defect positions (cell fixed; BFGS) with each method's own forces
+        (embedded references only).
+    relax_fmax
+        Force threshold of that relaxation, eV/Å.
+    relax_steps
+        Most optimiser steps of that relaxation.
+    """
+
+    name: str = "vacancy"
+    reference_maker: Any = field(default_factory=ReferenceStaticMaker)
+    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+    min_image_distance: float = 8.0
+    supercell_matrix: list[int] | None = None
+    symprec: float = 0.01
+    relax: bool = False
+    relax_fmax: float = 0.05
+    relax_steps: int = 200
+
+    def make(self, structure: Structure, material_id: str | None = None) -> Flow:
+        """The flow for ``structure``; output: one :class:`VacancyDoc` per model."""
+        mid = material_id or structure.composition.reduced_formula
+        inputs, frames = vacancy_inputs(
+            structure, mid, self.min_image_distance, self.supercell_matrix, self.symprec
+        )
+        if self.relax and (
+            not isinstance(self.reference_maker, ReferenceStaticMaker)
+            or self.reference_maker.calculator == "vasp"
+        ):
+            raise InputError("relax: only embedded references (gpaw, emt) relax here")
+        jobs = []
+        for frame in frames:
+            j = self.reference_maker.make(frame)
+            j.name = f"{self.reference_maker.name} {mid} {frame.frame_id}"
+            jobs.append(j)
+        refs = [j.output for j in jobs]
+        ref_relaxed = None
+        if self.relax:
+            rr = relax_frames_job(
+                frames, self.reference_maker, None, self.relax_fmax, self.relax_steps
+            )
+            rr.name = f"relax vacancies {self.reference_maker.calculator} {mid}"
+            jobs.append(rr)
+            ref_relaxed = rr.output["frames"]
+        outputs = []
+        for spec in self.models:
+            ml = replace(self.umlip_maker, model=spec).make(frames)
+            ml.name = f"{self.umlip_maker.name} {spec} {mid} vacancies"
+            jobs.append(ml)
+            ml_relaxed, parents = None, [j.uuid for j in jobs]
+            if self.relax:
+                mr = relax_frames_job(frames, None, spec, self.relax_fmax, self.relax_steps)
+                mr.name = f"relax vacancies {spec} {mid}"
+                jobs.append(mr)
+                ml_relaxed = mr.output
+                parents.append(mr.uuid)
+            cmp = vacancy_compare_job(inputs, refs, ml.output, ref_relaxed, ml_relaxed, parents)
+            cmp.name = f"vacancy compare {mid} {spec}"
+            jobs.append(cmp)
+            outputs.append(cmp.output)
+        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+
+# ---- migration barriers ----------------------------------------------------------------------------
+
+
+def hop_endpoints(
+    structure: Structure,
+    min_distance: float = 8.0,
+    supercell_matrix: Sequence[int] | None = None,
+    site: int | None = None,
+    symprec: float = 0.01,
+) -> tuple[Structure, Structure, str, float]:
+    """End points of a vacancy hop between two neighbouring symmetry-equivalent sites.
+
+    The vacancy sits at site ``i`` (the first distinct site, or the unit-cell site ``site``) of the
+    supercell; its nearest equivalent neighbour ``j`` jumps into it. Both end points hold the same
+    atoms in the same order (NEB images need that): initial = supercell without ``i``; final = the
+    same with atom ``j`` moved to ``i``'s position.
+
+    Returns
+    -------
+    (initial, final, path label, hop distance in Å)
+    """
+    _check_elemental(structure, "barrier")
+    supercell, _, _ = defect_supercell(structure, min_distance, supercell_matrix)
+    unit_site = distinct_sites(structure, symprec)[0][0] if site is None else int(site)
+    if not 0 <= unit_site < len(structure):
+        raise InputError(f"site {site}: the structure has {len(structure)} sites")
+    i = _site_in_supercell(structure, unit_site, supercell)
+    j, dist = nearest_equivalent_neighbour(supercell, i, symprec)
+    # Move j by its minimum-image vector onto i, so that the path does not cross the cell.
+    _, image = supercell[j].distance_and_image(supercell[i])
+    target = supercell[i].frac_coords + image
+    initial = supercell.copy()
+    initial.remove_sites([i])
+    jj = j - 1 if j > i else j
+    final = initial.copy()
+    final.replace(jj, final[jj].species, coords=target, coords_are_cartesian=False)
+    label = f"{supercell[i].specie.symbol} {j}->{i}"
+    return initial, final, label, float(dist)
+
+
+def neb_path(
+    initial: Structure,
+    final: Structure,
+    calculator: Callable[[], Any],
+    n_images: int = 5,
+    fmax: float = 0.05,
+    steps: int = 200,
+    climb: bool = True,
+    optimizer: str = "FIRE",
+    relax_endpoints: bool = True,
+    endpoint_steps: int = 200,
+) -> dict[str, Any]:
+    """An ASE nudged-elastic-band path between two end points (positions only, cell fixed).
+
+    Parameters
+    ----------
+    initial, final
+        End points, same atoms in the same order.
+    calculator
+        Makes a fresh ASE calculator (one per image).
+    n_images
+        Intermediate images (IDPP interpolation with minimum-image displacements).
+    fmax, steps
+        NEB convergence (eV/Å) and the most optimiser steps.
+    climb
+        Climbing image.
+    optimizer
+        ``FIRE`` or ``BFGS``.
+    relax_endpoints
+        Relax both end points (BFGS, same ``fmax``) before the NEB.
+    endpoint_steps
+        Most steps of each end-point relaxation.
+
+    Returns
+    -------
+    dict
+        ``structures`` (pymatgen, end points included), ``energies`` (eV), ``converged``,
+        ``steps``, ``fmax`` (largest NEB force at the end, eV/Å).
+    """
+    from ase.mep import NEB
+    from ase.optimize import BFGS, FIRE
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if n_images < 1:
+        raise InputError(f"n_images {n_images}: at least 1 intermediate image")
+    if optimizer not in ("FIRE", "BFGS"):
+        raise InputError(f"optimizer {optimizer!r}: FIRE or BFGS")
+    ends = []
+    for s in (initial, final):
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.calc = calculator()
+        if relax_endpoints:
+            BFGS(atoms, logfile=None).run(fmax=fmax, steps=endpoint_steps)
+        ends.append(atoms)
+    images = [ends[0]]
+    for _ in range(n_images):
+        img = ends[0].copy()
+        img.calc = calculator()
+        images.append(img)
+    images.append(ends[1])
+    neb = NEB(images, climb=climb)
+    neb.interpolate(method="idpp", mic=True)
+    opt = (FIRE if optimizer == "FIRE" else BFGS)(neb, logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    forces = neb.get_forces()
+    final_fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
+    energies = [float(img.get_potential_energy()) for img in images]
+    return {
+        "structures": [AseAtomsAdaptor.get_structure(img) for img in images],
+        "energies": energies,
+        "converged": converged,
+        "steps": int(opt.nsteps),
+        "fmax": final_fmax,
+    }
+
+
+@job(config=JobConfig(expose_store=True))
+def neb_job(
+    initial: Structure,
+    final: Structure,
+    material_id: str,
+    path: str,
+    hop_distance: float,
+    model: str,
+    settings: dict[str, Any],
+) -> NEBResult:
+    """The uMLIP's NEB path (reused from the store when one with the same end points, model and
+    settings finished before); a NEB that did not converge is kept and flagged ``converged=False``."""
+    from jobflow import CURRENT_JOB
+
+    from softening.models import load_model
+    from softening.stores.queries import find_output_by_key
+
+    loaded = load_model(model)
+    final_key = {
+        "final": np.round(final.cart_coords, 6).tolist(),
+        "weights": loaded.weights_sha256,
+        "factor": loaded.factor,
+    }
+    key = content_key(initial, f"neb:{loaded.name}", {**settings, **final_key})
+    cached = find_output_by_key(CURRENT_JOB.store, key, "NEBResult")
+    if cached is not None:
+        return NEBResult.model_validate({**cached, "reused": True})
+    t0 = time.perf_counter()
+    out = neb_path(initial, final, loaded.calculator, **settings)
+    formula = initial.composition.reduced_formula
+    frames = [
+        FrameSpec(frame_id=f"image-{k:02d}", material_id=material_id, formula=formula, structure=s)
+        for k, s in enumerate(out["structures"])
+    ]
+    if not out["converged"]:
+        logger.warning(
+            "%s %s: NEB not converged after %d steps (fmax %.3f eV/Å); path kept",
+            material_id, loaded.name, out["steps"], out["fmax"],
+        )  # fmt: skip
+    return NEBResult(
+        material_id=material_id,
+        path=path,
+        hop_distance=hop_distance,
+        frames=frames,
+        energies=out["energies"],
+        model=loaded.info,
+        converged=out["converged"],
+        steps=out["steps"],
+        fmax=out["fmax"],
+        climb=bool(settings.get("climb", True)),
+        settings=settings,
+        content_key=key,
+        wall_time=time.perf_counter() - t0,
+    )
+
+
+def compare_barrier_results(
+    neb: NEBResult | dict,
+    references: Sequence[FrameResult | dict | None],
+    parent_uuids: Sequence[str] = (),
+) -> BarrierDoc:
+    """Barrier and energy profile of the model's NEB and of the reference on the same images.
+
+    Raises
+    ------
+    CalculationError
+        An image without a reference energy (a rerun computes it).
+    """
+    from softening import __version__
+
+    neb = NEBResult.model_validate(neb)
+    refs = _by_id(references, neb.material_id)
+    ids = [f.frame_id for f in neb.frames]
+    missing = [i for i in ids if i not in refs]
+    if missing:
+        raise CalculationError(
+            f"{neb.material_id}: reference missing for {', '.join(missing)}; rerun to compute them"
+        )
+    e_ref = [refs[i].energy for i in ids]
+    structures = [f.structure for f in neb.frames]
+    coord = reaction_coordinate([s.cart_coords for s in structures], structures[0].lattice.matrix)
+    flags = []
+    if not neb.converged:
+        flags.append(
+            f"unconverged: NEB stopped after {neb.steps} steps with fmax {neb.fmax:.3f} eV/Å; "
+            "the last path is compared"
+        )
+    barrier_ref, barrier = migration_barrier(e_ref), migration_barrier(neb.energies)
+    values = BarrierValues(
+        path=neb.path,
+        hop_distance=neb.hop_distance,
+        barrier_ref=barrier_ref,
+        barrier=barrier,
+        profile_ref=energy_profile(e_ref).tolist(),
+        profile=energy_profile(neb.energies).tolist(),
+        reaction_coordinate=coord.tolist(),
+        n_images=len(ids),
+        neb_converged=neb.converged,
+        neb_steps=neb.steps,
+        neb_fmax=neb.fmax,
+        climb=neb.climb,
+        n_atoms=len(structures[0]),
+    )
+    elements = sorted({el.symbol for el in structures[0].composition})
+    return BarrierDoc(
+        material_id=neb.material_id,
+        formula=structures[0].composition.reduced_formula,
+        chemsys="-".join(elements),
+        elements=elements,
+        model=neb.model,
+        reference=refs[ids[0]].code,
+        ratio=barrier / barrier_ref if barrier_ref > 0 else None,
+        flags=flags,
+        parent_uuids=list(parent_uuids),
+        package_version=__version__,
+        values=values,
+    )
+
+
+@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+def barrier_compare_job(
+    neb: NEBResult, references: list[FrameResult | None], parent_uuids: Sequence[str] = ()
+) -> BarrierDoc:
+    """jobflow job around :func:`compare_barrier_results`."""
+    doc = compare_barrier_results(neb, references, parent_uuids)
+    logger.info(
+        "%s / %s barrier %s: %.3f eV (reference %.3f eV)",
+        doc.material_id, doc.model.name, doc.values.path, doc.values.barrier,
+        doc.values.barrier_ref,
+    )  # fmt: skip
+    return doc
+
+
+@dataclass
+class BarrierMaker(Maker):
+    """Vacancy migration barrier of one elemental structure: the uMLIP's NEB, the reference on its
+    images.
+
+    Attributes
+    ----------
+    name
+        Flow name.
+    reference_maker
+        :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or a VASP reference maker.
+    models
+        uMLIP specs; each makes its own path.
+    min_image_distance
+        Smallest distance between the vacancy and its periodic images, Å (picks the supercell).
+    supercell_matrix
+        Diagonal supercell ``[n1, n2, n3]`` instead.
+    site
+        Unit-cell site whose vacancy hops (default: the first symmetry-distinct site).
+    symprec
+        Symmetry tolerance, Å.
+    n_images
+        Intermediate NEB images.
+    fmax
+        NEB force threshold, eV/Å.
+    steps
+        Most NEB optimiser steps (a NEB that does not converge is flagged; its path is kept).
+    climb
+        Climbing image.
+    optimizer
+        ``FIRE`` or ``BFGS``.
+    relax_endpoints
+        Relax both end points with the model before the NEB.
+    """
+
+    name: str = "barrier"
+    reference_maker: Any = field(default_factory=ReferenceStaticMaker)
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+    min_image_distance: float = 8.0
+    supercell_matrix: list[int] | None = None
+    site: int | None = None
+    symprec: float = 0.01
+    n_images: int = 5
+    fmax: float = 0.05
+    steps: int = 200
+    climb: bool = True
+    optimizer: str = "FIRE"
+    relax_endpoints: bool = True
+
+    def settings(self) -> dict[str, Any]:
+        """The NEB settings (part of the NEB's content key)."""
+        return {
+            "n_images": self.n_images,
+            "fmax": self.fmax,
+            "steps": self.steps,
+            "climb": self.climb,
+            "optimizer": self.optimizer,
+            "relax_endpoints": self.relax_endpoints,
+        }
+
+    def make(self, structure: Structure, material_id: str | None = None) -> Flow:
+        """The flow for ``structure``; output: one :class:`BarrierDoc` per model."""
+        mid = material_id or structure.composition.reduced_formula
+        initial, final, path, dist = hop_endpoints(
+            structure, self.min_image_distance, self.supercell_matrix, self.site, self.symprec
+        )
+        jobs, outputs = [], []
+        for spec in self.models:
+            neb = neb_job(initial, final, mid, path, dist, spec, self.settings())
+            neb.name = f"neb {spec} {mid}"
+            refs = []
+            for k in range(self.n_images + 2):
+                # The images are known only when the NEB ran: each reference job takes its
+                # frame from the NEB's output (and is reused by content key on a rerun).
+                r = self.reference_maker.make(neb.output.frames[k])
+                r.name = f"{self.reference_maker.name} {mid} {spec} image-{k:02d}"
+                refs.append(r)
+            cmp = barrier_compare_job(
+                neb.output, [r.output for r in refs], [neb.uuid, *(r.uuid for r in refs)]
+            )
+            cmp.name = f"barrier compare {mid} {spec}"
+            jobs += [neb, *refs, cmp]
+            outputs.append(cmp.output)
+        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")

@@ -1,0 +1,485 @@
+"""Evaluate uMLIPs on existing DFT-labelled datasets, streamed: the engine of ``softening evaluate``.
+
+A paper-sized study (the WBM high-energy set: 972 materials, 9,308 frames) is one pass per model
+over the files: frames are read one at a time (:mod:`softening.datasets.stream`), evaluated in
+batches (graphs built once, the model loaded once), and each material's result is computed and
+written to the store as soon as its frames are complete. Per frame only the two force arrays, the
+energies and the species are kept (a few hundred bytes for a WBM frame), for the pooled result,
+which is one fit over every component of every frame. Every result lands in the store as the
+output document of a job (a :class:`SofteningDoc`, forces in the ``data`` store), exactly as the
+comparison jobs of a flow write them, so ``query``, ``build`` and ``report`` see them.
+
+Frames under one material id with different compositions are split: those of a later composition
+form the result ``<id>:<formula>``, flagged ``mixed_composition``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuid_mod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jobflow import JobConfig, Maker, job
+
+from softening.errors import InputError
+from softening.makers.compare import _natural, softening_doc
+from softening.stores.documents import CodeInfo, ModelInfo, SofteningDoc
+
+logger = logging.getLogger(__name__)
+
+#: Frames handed to the batched evaluator at once: big enough that graph building in worker
+#: processes overlaps the model well, small enough that memory stays flat.
+CHUNK_FRAMES = 256
+
+#: Fields of a SofteningDoc kept in the ``data`` store.
+DATA_FIELDS = ["forces_ml", "forces_ref"]
+
+MIXED_COMPOSITION = "mixed_composition"
+
+
+@dataclass(slots=True)
+class _Pair:
+    """What is kept of one evaluated frame."""
+
+    material: str
+    frame_id: str
+    formula: str
+    species: list[str]
+    f_ml: np.ndarray
+    f_ref: np.ndarray
+    e_ml: float | None
+    e_ref: float | None
+    flags: tuple[str, ...]
+    code: str
+
+
+@dataclass
+class ModelEvaluation:
+    """The evaluation of one model on the datasets.
+
+    Attributes
+    ----------
+    model
+        Provenance of the model.
+    materials
+        One result per material (in the order their frames ended), without forces.
+    pooled
+        One fit over all frames of all materials (the material's own result when there is one).
+    pooled_forces
+        ``(f_ref, f_ml)`` stacked over all frames, ``(n, 3)`` eV/Å (for a parity plot).
+    n_frames
+        Frames evaluated.
+    wall_time
+        Seconds for this model.
+    """
+
+    model: ModelInfo
+    materials: list[SofteningDoc] = field(default_factory=list)
+    pooled: SofteningDoc | None = None
+    pooled_forces: tuple[np.ndarray, np.ndarray] | None = None
+    n_frames: int = 0
+    wall_time: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The ``evaluate --json`` entry of this model: ``{"pooled": {...}, "materials": [...]}``."""
+        p = self.pooled
+        mats = self.materials
+        return {
+            "pooled": {
+                "scale": p.scale,
+                "scale_ci": list(p.scale_ci),
+                "mae": p.mae,
+                "cmae": p.cmae,
+                "energy_mae_per_atom": p.energy_mae_per_atom,
+                "n_frames": p.n_frames,
+                "n_materials": len(mats),
+                "fraction_softened": fraction_softened([d.scale for d in mats]),
+            },
+            "materials": [material_summary(d) for d in mats],
+        }
+
+
+def fraction_softened(scales: Iterable[float]) -> float:
+    """Share of materials with ``scale < 1`` (the paper's headline: 93-98 % of WBM)."""
+    scales = list(scales)
+    return sum(s < 1 for s in scales) / len(scales) if scales else float("nan")
+
+
+def material_summary(d: SofteningDoc) -> dict[str, Any]:
+    """One material's entry of the ``--json`` output (no forces)."""
+    return {
+        "material_id": d.material_id,
+        "formula": d.formula,
+        "scale": d.scale,
+        "scale_ci": list(d.scale_ci),
+        "mae": d.mae,
+        "cmae": d.cmae,
+        "n_frames": d.n_frames,
+        "energy_mae_per_atom": d.energy_mae_per_atom,
+        "missing_frames": d.missing_frames,
+        "flags": d.flags,
+    }
+
+
+def store_output(store: Any, output: Any, name: str, data_fields: list[str] | None = None) -> str:
+    """Write ``output`` into ``store`` as a finished job's output document; return its uuid.
+
+    The document is the one ``jobflow.Job.run`` writes (uuid, index 1, output, completed_at,
+    metadata, hosts, name), large fields going to the ``data`` additional store, so results written
+    here and results of flows are read the same way.
+    """
+    from jobflow.core.schemas import JobStoreDocument
+    from monty.json import jsanitize
+
+    uuid = str(uuid_mod.uuid4())
+    doc = JobStoreDocument(
+        uuid=uuid,
+        index=1,
+        output=jsanitize(output, strict=True, enum_values=True, allow_bson=True),
+        completed_at=datetime.now().isoformat(),
+        metadata={},
+        hosts=[],
+        name=name,
+    )
+    save = {"data": list(data_fields)} if data_fields else {}
+    store.update(doc, key=["uuid", "index"], save=save)
+    return uuid
+
+
+def _material_doc(
+    pairs: list[_Pair],
+    model: ModelInfo,
+    n_bootstrap: int,
+    seed: int,
+    extra_flags: Iterable[str] = (),
+) -> SofteningDoc:
+    pairs = sorted(pairs, key=lambda p: (p.material, _natural(p.frame_id)))
+    codes = sorted({p.code for p in pairs})
+    flags = sorted({fl for p in pairs for fl in p.flags} | set(extra_flags))
+    return softening_doc(
+        keys=[(p.material, p.frame_id) for p in pairs],
+        f_ml=[p.f_ml for p in pairs],
+        f_ref=[p.f_ref for p in pairs],
+        species=[p.species for p in pairs],
+        e_ml=[p.e_ml for p in pairs],
+        e_ref=[p.e_ref for p in pairs],
+        formula=pairs[0].formula,
+        model=model,
+        reference=CodeInfo(name="+".join(codes), settings={}),
+        flags=flags,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+
+
+def _chunks(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for f in frames:
+        chunk.append(f)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Accumulator:
+    """One model's state while frames stream by: open material, finished results, kept pairs."""
+
+    def __init__(self, model: Any, store: Any | None, n_bootstrap: int, seed: int) -> None:
+        self.result = ModelEvaluation(model=model.info)
+        self.store = store
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.pairs: dict[str, list[_Pair]] = {}
+        self.first_formula: dict[str, str] = {}
+        self.seen: set[tuple[str, str]] = set()
+        self.mixed: set[str] = set()
+        self.written: dict[str, str] = {}  # material -> uuid of its stored result
+        self.docs: dict[str, SofteningDoc] = {}
+        self.open: str | None = None
+        self.t0 = time.perf_counter()
+
+    def add(self, frame: Any, pred: Any) -> None:
+        key = frame.material_key
+        formula = frame.formula
+        if formula != self.first_formula.setdefault(key, formula):
+            key = f"{key}:{formula}"
+            self.mixed.add(key)
+        if (key, frame.frame_id) in self.seen:
+            raise InputError(
+                f"frame {frame.frame_id} of {key} appears twice; give each dataset once"
+            )
+        self.seen.add((key, frame.frame_id))
+        if self.open is not None and key != self.open:
+            self.flush(self.open)
+        self.open = key
+        self.pairs.setdefault(key, []).append(
+            _Pair(
+                material=key,
+                frame_id=frame.frame_id,
+                formula=formula,
+                species=[site.specie.symbol for site in frame.structure],
+                f_ml=np.asarray(pred.forces, dtype=float),
+                f_ref=np.asarray(frame.forces, dtype=float),
+                e_ml=pred.energy,
+                e_ref=frame.energy,
+                flags=tuple(frame.flags),
+                code=str(frame.metadata.get("code", "dataset")),
+            )
+        )
+        self.result.n_frames += 1
+
+    def flush(self, material: str) -> None:
+        """The material's frames are complete: fit, store, keep only the summary."""
+        extra = [MIXED_COMPOSITION] if material in self.mixed else []
+        doc = _material_doc(
+            self.pairs[material], self.result.model, self.n_bootstrap, self.seed, extra
+        )
+        if self.store is not None:
+            if material in self.written:  # frames of this material came back later: replace
+                self.store.remove_docs({"uuid": self.written[material]})
+            self.written[material] = store_output(
+                self.store, doc, f"compare {material} {self.result.model.name}", DATA_FIELDS
+            )
+        self.docs[material] = doc.model_copy(update={"forces_ml": None, "forces_ref": None})
+
+    def finish(self) -> ModelEvaluation:
+        if self.open is None:
+            raise InputError("no labelled frames (with reference forces) in the given datasets")
+        self.flush(self.open)
+        result = self.result
+        result.materials = sorted(self.docs.values(), key=lambda d: d.material_id)
+        all_pairs = [p for ps in self.pairs.values() for p in ps]
+        pooled = _material_doc(all_pairs, result.model, self.n_bootstrap, self.seed)
+        if len(self.pairs) > 1 and self.store is not None:
+            # Pooled: one slope over all components of all frames, never a mean of slopes.
+            store_output(self.store, pooled, f"compare pooled {result.model.name}", DATA_FIELDS)
+        ordered = sorted(all_pairs, key=lambda p: (p.material, _natural(p.frame_id)))
+        result.pooled_forces = (
+            np.concatenate([p.f_ref for p in ordered]),
+            np.concatenate([p.f_ml for p in ordered]),
+        )
+        result.pooled = pooled.model_copy(update={"forces_ml": None, "forces_ref": None})
+        result.wall_time = time.perf_counter() - self.t0
+        logger.info(
+            "%s: %d frames of %d materials in %.1f s",
+            result.model.name,
+            result.n_frames,
+            len(result.materials),
+            result.wall_time,
+        )
+        return result
+
+
+def evaluate_frames(
+    models: list[str],
+    frames: Iterable[Any],
+    store: Any | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
+) -> dict[str, ModelEvaluation]:
+    """Evaluate uMLIPs on labelled frames (one streamed pass) and fit the softening per material.
+
+    Parameters
+    ----------
+    models
+        Model names or paths (see :func:`softening.models.load_model`); each is loaded once.
+    frames
+        Labelled :class:`~softening.datasets.frames.Frame` objects, any iterable (consumed once).
+    store
+        A connected JobStore: each material's result (and the pooled one) is written as soon as its
+        frames are complete. ``None``: nothing is written.
+    n_bootstrap, seed
+        Bootstrap of each scale's interval.
+    progress
+        Called with the number of frames just finished (by every model).
+    chunk_frames
+        Frames evaluated per call of the batched evaluator.
+
+    Returns
+    -------
+    dict[str, ModelEvaluation]
+        Per canonical model name: per-material results and the pooled one.
+
+    Raises
+    ------
+    InputError
+        A frame that appears twice, or no labelled frame at all.
+    ModelError
+        A model that lacks an element of the frames (checked before each batch is evaluated).
+    """
+    from softening.models import load_model
+    from softening.models.evaluate import evaluate_structures
+
+    loaded = [load_model(spec) for spec in models]
+    accs = [_Accumulator(m, store, n_bootstrap, seed) for m in loaded]
+    for chunk in _chunks(iter(frames), chunk_frames):
+        structures = [f.structure for f in chunk]
+        elements = {el.symbol for s in structures for el in s.composition}
+        for m in loaded:
+            m.check_elements(elements)
+        for m, acc in zip(loaded, accs, strict=True):
+            for frame, pred in zip(chunk, evaluate_structures(m, structures), strict=True):
+                acc.add(frame, pred)
+        if progress is not None:
+            progress(len(chunk))
+    return {m.name: acc.finish() for m, acc in zip(loaded, accs, strict=True)}
+
+
+@dataclass
+class DatasetEvaluation:
+    """Result of :func:`evaluate_datasets`.
+
+    Attributes
+    ----------
+    models
+        One :class:`ModelEvaluation` per canonical model name.
+    reports
+        The guard-rail report of every VASP run read
+        (:class:`~softening.datasets.guards.GuardReport`).
+    """
+
+    models: dict[str, ModelEvaluation]
+    reports: list[Any] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``softening evaluate --json`` object: ``{"models": {NAME: {"pooled", "materials"}}}``
+        plus ``"inputs"`` (per VASP file: steps kept and dropped, flags) when VASP files were read.
+        """
+        out: dict[str, Any] = {"models": {k: v.summary() for k, v in self.models.items()}}
+        if self.reports:
+            out["inputs"] = [r.as_dict() for r in self.reports]
+        return out
+
+
+def evaluation_plots(evaluation: DatasetEvaluation, out: str | Path) -> dict[str, str]:
+    """The scale distribution across materials (all models) and a pooled parity plot, in ``out``.
+
+    Returns
+    -------
+    dict[str, str]
+        ``{"plot": scale distribution PNG, "parity": parity PNG}``.
+    """
+    from softening.analysis.plots import parity_plot, scale_distribution_plot
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scales = {name: [d.scale for d in ev.materials] for name, ev in evaluation.models.items()}
+    files = {"plot": str(scale_distribution_plot(scales, out / "scale_distribution.png"))}
+    series = {
+        f"{ev.pooled.material_id} {name}": ev.pooled_forces
+        for name, ev in evaluation.models.items()
+        if ev.pooled_forces is not None
+    }
+    if series:
+        scale = {
+            f"{ev.pooled.material_id} {n}": ev.pooled.scale for n, ev in evaluation.models.items()
+        }
+        files["parity"] = str(
+            parity_plot(
+                series, path=out / "parity.png", scale=scale, title="uMLIP vs reference forces"
+            )
+        )
+    return files
+
+
+def evaluate_datasets(
+    datasets: list[str | Path],
+    models: list[str],
+    store: Any | None = None,
+    strict: bool = False,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> DatasetEvaluation:
+    """Evaluate uMLIPs on labelled datasets: the library function behind ``softening evaluate``.
+
+    Parameters
+    ----------
+    datasets
+        Dataset files (extended XYZ, WBM/mlearn JSON, vasprun), read once, as streams.
+    models
+        Model specs.
+    store
+        A JobStore (connected here) for the per-material and pooled results, or ``None``.
+    strict
+        Refuse VASP runs whose settings differ from the models' training data.
+    n_bootstrap, seed
+        Bootstrap of the scales' intervals.
+    progress
+        Called as ``progress(frames just done, about how many frames in all or None)``.
+
+    Returns
+    -------
+    DatasetEvaluation
+        Per model: pooled and per-material results; its ``summary()`` is the ``--json`` object.
+    """
+    from softening.datasets.stream import count_frames, iter_labelled_frames
+
+    paths = [Path(p) for p in datasets]
+    counts = [count_frames(p) for p in paths]
+    total = sum(counts) if all(c is not None for c in counts) else None
+    if store is not None:
+        store.connect()
+    reports: list[Any] = []
+    frames = iter_labelled_frames(paths, strict=strict, reports=reports)
+
+    def step(n: int) -> None:
+        if progress is not None:
+            progress(n, total)
+
+    results = evaluate_frames(
+        models, frames, store=store, n_bootstrap=n_bootstrap, seed=seed, progress=step
+    )
+    return DatasetEvaluation(models=results, reports=reports)
+
+
+@dataclass
+class DatasetEvaluationMaker(Maker):
+    """Evaluate uMLIPs on labelled dataset files (one job; results stored per material).
+
+    The job streams the files (they must be readable where the job runs), writes one
+    :class:`SofteningDoc` per material and model and a pooled one into the job's store, and returns
+    the ``evaluate --json`` summary.
+
+    Attributes
+    ----------
+    name
+        Job name.
+    models
+        Model specs.
+    strict
+        Refuse VASP runs whose settings differ from the models' training data.
+    n_bootstrap, seed
+        Bootstrap of the scales' intervals.
+    """
+
+    name: str = "evaluate datasets"
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+    strict: bool = False
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+    @job(config=JobConfig(expose_store=True))
+    def make(self, datasets: list[str]) -> dict[str, Any]:
+        """Evaluate ``datasets`` (paths) with every model."""
+        from jobflow import CURRENT_JOB
+
+        result = evaluate_datasets(
+            datasets,
+            self.models,
+            store=CURRENT_JOB.store,
+            strict=self.strict,
+            n_bootstrap=self.n_bootstrap,
+            seed=self.seed,
+        )
+        return result.summary()

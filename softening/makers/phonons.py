@@ -1,0 +1,609 @@
+"""Phonons by finite displacements: a reference and uMLIPs on the same displaced supercells.
+
+The pieces, as the softening flow has them for MD frames:
+
+- :func:`phonon_setup` fixes the supercell and phonopy's symmetry-reduced displacements of a structure
+  (:class:`~softening.stores.documents.PhononSetup`); :func:`phonon_frames` turns it into frames (the
+  undisplaced supercell ``perfect`` and ``disp-001``...), which the reference makers
+  (:class:`~softening.makers.reference.ReferenceStaticMaker`,
+  :class:`~softening.makers.vasp.VaspReferenceMaker`: one job per frame, reused by content key) and
+  :class:`~softening.makers.umlip.UMLIPStaticMaker` (one batched job per model) label;
+- :func:`phonon_compare_job` builds both sides' force constants and compares them
+  (:class:`~softening.stores.documents.PhononDoc`, arrays in the data store);
+- :class:`PhononMaker` wires them for one structure.
+
+Existing DFT data (a phonopy folder) enters as reference :class:`FrameResult` s of the displaced
+supercells (:func:`reference_frames`); its undisplaced supercell has no DFT forces, so the residual
+is subtracted on the model side only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from jobflow import Flow, JobConfig, Maker, job
+from jobflow.core.reference import OnMissing
+from pymatgen.core import Structure
+
+from softening.analysis.phonons import (
+    DEFAULT_IMAGINARY_TOL,
+    DEFAULT_MESH,
+    band_path,
+    build_phonopy,
+    compare_phonons,
+    displacement_list,
+    harmonic_phonons,
+)
+from softening.errors import CalculationError, InputError
+from softening.makers.reference import ReferenceStaticMaker
+from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.vasp import VaspReferenceMaker
+from softening.stores.documents import (
+    CodeInfo,
+    FrameResult,
+    FrameSpec,
+    PhononArrays,
+    PhononDoc,
+    PhononSetup,
+    PhononValues,
+    UMLIPResults,
+)
+
+if TYPE_CHECKING:
+    from phonopy import Phonopy
+
+    from softening.datasets.phonopy import PhonopyData
+
+logger = logging.getLogger(__name__)
+
+PERFECT = "perfect"
+
+
+def displacement_id(i: int) -> str:
+    """Frame id of the ``i``-th (0-based) displaced supercell: ``disp-001``..."""
+    return f"disp-{i + 1:03d}"
+
+
+# ---- setup ---------------------------------------------------------------------------------------
+
+
+def supercell_matrix_for(
+    structure: Structure, min_length: float = 20.0, prefer_90_degrees: bool = True, **kwargs: Any
+) -> list[list[int]]:
+    """atomate2's supercell choice: the smallest (near-cubic) supercell with all lengths
+    >= ``min_length`` Å."""
+    from atomate2.common.utils import get_supercell_matrix
+
+    matrix = get_supercell_matrix(
+        structure, min_length=min_length, max_length=None, prefer_90_degrees=prefer_90_degrees,
+        **kwargs,
+    )  # fmt: skip
+    return np.rint(np.asarray(matrix)).astype(int).tolist()
+
+
+def phonon_setup(
+    structure: Structure,
+    supercell_matrix: Sequence[Sequence[int]] | Sequence[int],
+    displacement: float = 0.01,
+    symprec: float = 1e-3,
+    primitive_matrix: str | Sequence[Sequence[float]] = "auto",
+) -> PhononSetup:
+    """The supercell and phonopy's symmetry-reduced displacements of ``structure``.
+
+    Raises
+    ------
+    InputError
+        When phonopy cannot symmetrise the structure or build the supercell.
+    """
+    matrix = np.asarray(supercell_matrix, dtype=int)
+    if matrix.shape == (3,):
+        matrix = np.diag(matrix)
+    if matrix.shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
+        raise InputError(f"supercell matrix {matrix.tolist()} is not a non-singular 3x3 matrix")
+    if not 0 < displacement < 0.5:
+        raise InputError(f"displacement {displacement} Å is outside (0, 0.5)")
+    try:
+        phonon = build_phonopy(
+            structure.lattice.matrix,
+            structure.frac_coords,
+            [s.specie.symbol for s in structure],
+            matrix,
+            primitive_matrix,
+            symprec,
+            magmoms=structure.site_properties.get("magmom"),
+            distance=displacement,
+        )
+        prim = np.asarray(phonon.primitive_matrix, dtype=float)
+        disps = displacement_list(phonon)
+    except ValueError as exc:
+        raise InputError(f"{structure.composition.reduced_formula}: {exc}") from exc
+    return PhononSetup(
+        unitcell=structure,
+        supercell_matrix=matrix.tolist(),
+        primitive_matrix=prim.tolist(),
+        symprec=symprec,
+        displacements=[(a, tuple(v)) for a, v in disps],
+        distance=displacement,
+    )
+
+
+def setup_from_data(data: PhonopyData) -> PhononSetup:
+    """The :class:`PhononSetup` of existing phonopy data (its supercell and displacements)."""
+    return PhononSetup(
+        unitcell=data.unitcell,
+        supercell_matrix=np.asarray(data.supercell_matrix).tolist(),
+        primitive_matrix=np.asarray(data.primitive_matrix).tolist(),
+        symprec=data.symprec,
+        displacements=[(a, tuple(v)) for a, v in data.displacements],
+        distance=None,
+    )
+
+
+def phonopy_from_setup(setup: PhononSetup) -> Phonopy:
+    """A :class:`phonopy.Phonopy` with the setup's displacements (no forces)."""
+    cell = setup.unitcell
+    try:
+        return build_phonopy(
+            cell.lattice.matrix,
+            cell.frac_coords,
+            [s.specie.symbol for s in cell],
+            setup.supercell_matrix,
+            setup.primitive_matrix,
+            setup.symprec,
+            magmoms=cell.site_properties.get("magmom"),
+            displacements=setup.displacements,
+        )
+    except ValueError as exc:
+        raise InputError(f"{cell.composition.reduced_formula}: {exc}") from exc
+
+
+def phonon_frames(
+    setup: PhononSetup, material_id: str, include_perfect: bool = True
+) -> list[FrameSpec]:
+    """Frames to label: the undisplaced supercell (``perfect``) and each displaced one."""
+    from pymatgen.io.phonopy import get_pmg_structure
+
+    phonon = phonopy_from_setup(setup)
+    formula = setup.unitcell.composition.reduced_formula
+    cells = [(displacement_id(i), c) for i, c in enumerate(phonon.supercells_with_displacements)]
+    if include_perfect:
+        cells.insert(0, (PERFECT, phonon.supercell))
+    return [
+        FrameSpec(
+            frame_id=fid,
+            material_id=material_id,
+            formula=formula,
+            structure=_without_masses(get_pmg_structure(cell)),
+        )
+        for fid, cell in cells
+    ]
+
+
+def _without_masses(structure: Structure) -> Structure:
+    # pymatgen's converter adds phonopy's masses as a site property; the frames need none, and the
+    # content key of a reference must not depend on it.
+    if "phonopy_masses" in structure.site_properties:
+        structure.remove_site_property("phonopy_masses")
+    return structure
+
+
+def reference_frames(data: PhonopyData, material_id: str | None = None) -> list[FrameResult]:
+    """Existing DFT forces of the displaced supercells as reference :class:`FrameResult` s."""
+    mid = material_id or data.material
+    code = CodeInfo(
+        name=str(data.code.get("name") or "vasp"),
+        version=data.code.get("version"),
+        settings={**(data.code.get("settings") or {}), "source": data.sources[0]},
+    )
+    return [
+        FrameResult(
+            frame_id=displacement_id(i),
+            material_id=mid,
+            formula=data.formula,
+            structure=_without_masses(s.copy()),
+            energy=None,
+            forces=np.asarray(f).tolist(),
+            code=code,
+            flags=list(data.flags),
+        )
+        for i, (s, f) in enumerate(zip(data.supercells, data.forces, strict=True))
+    ]
+
+
+# ---- comparison -----------------------------------------------------------------------------------
+
+
+def compare_phonon_results(
+    setup: PhononSetup,
+    references: Sequence[FrameResult | dict | None],
+    umlip: UMLIPResults | dict,
+    material_id: str,
+    mesh: Sequence[int] = DEFAULT_MESH,
+    temperature: float = 300.0,
+    imaginary_tol: float = DEFAULT_IMAGINARY_TOL,
+    sources: Sequence[str] = (),
+    parent_uuids: Sequence[str] = (),
+    setup_ml: PhononSetup | dict | None = None,
+) -> PhononDoc:
+    """Phonons of the reference and of the model on the same displacements, compared.
+
+    ``references`` holds the reference results of ``disp-NNN`` frames (and of ``perfect`` when it
+    was computed: its forces are then subtracted on the reference side too); ``None`` for failed
+    jobs. The model's results of ``perfect`` and ``disp-NNN`` are taken from ``umlip``.
+    ``setup_ml``: the model's own setup when it relaxed the structure itself (same supercell
+    matrix, same displaced atoms and directions; the lattice and positions its own).
+
+    Raises
+    ------
+    CalculationError
+        A displacement without a reference or model result (a rerun computes it).
+    InputError
+        Forces that do not fit the setup, or phonopy errors.
+    """
+    from softening import __version__
+    from softening.analysis.metrics import force_mae, scale_through_origin
+
+    umlip = UMLIPResults.model_validate(umlip)
+    setup = PhononSetup.model_validate(setup)
+    own = PhononSetup.model_validate(setup_ml) if setup_ml is not None else setup
+    if [a for a, _ in own.displacements] != [a for a, _ in setup.displacements]:
+        raise CalculationError(
+            f"{material_id}: the {umlip.model.name}-relaxed structure has other symmetry-distinct "
+            "displacements than the reference's; compare without relaxation"
+        )
+    refs = {
+        r.frame_id: r
+        for r in (FrameResult.model_validate(x) for x in references if x is not None)
+        if r.material_id == material_id and r.forces is not None
+    }
+    mls = {f.frame_id: f for f in umlip.frames if f.material_id == material_id}
+    ids = [displacement_id(i) for i in range(len(setup.displacements))]
+    missing = [i for i in ids if i not in refs]
+    if missing:
+        raise CalculationError(
+            f"{material_id}: reference missing for {', '.join(missing)}; rerun to compute them"
+        )
+    missing = [i for i in [PERFECT, *ids] if i not in mls]
+    if missing:
+        raise CalculationError(
+            f"{material_id}: {umlip.model.name} result missing for {', '.join(missing)}"
+        )
+    f_ref = np.asarray([refs[i].forces for i in ids], dtype=float)
+    f_ml = np.asarray([mls[i].forces for i in ids], dtype=float)
+    res_ml = np.asarray(mls[PERFECT].forces, dtype=float)
+    res_ref = np.asarray(refs[PERFECT].forces, dtype=float) if PERFECT in refs else None
+    phonon = phonopy_from_setup(setup)
+    phonon_ml = phonon if own is setup else phonopy_from_setup(own)
+    prim = phonon.primitive
+    path = band_path(prim.cell, prim.scaled_positions, prim.numbers)
+    segments, labels = path if path is not None else (None, None)
+    try:
+        ref = harmonic_phonons(phonon, f_ref, res_ref, mesh, temperature, segments)
+        ml = harmonic_phonons(phonon_ml, f_ml, res_ml, mesh, temperature, segments)
+        cmp = compare_phonons(ref.frequencies, ml.frequencies, ref.weights, imaginary_tol)
+        d_ref = f_ref - (res_ref[None] if res_ref is not None else 0.0)
+        d_ml = f_ml - res_ml[None]
+        scale = scale_through_origin(d_ml.reshape(-1, 3), d_ref.reshape(-1, 3))
+        mae = force_mae(d_ml.reshape(-1, 3), d_ref.reshape(-1, 3))
+    except ValueError as exc:
+        raise InputError(f"{material_id}: {exc}") from exc
+    first = refs[ids[0]]
+    flags = sorted({fl for r in refs.values() for fl in r.flags})
+    if own is not setup:
+        a_ref, a_ml = setup.unitcell.volume, own.unitcell.volume
+        flags.append(
+            f"relaxed: each method on its own relaxed structure (volume {a_ml:.2f} Å^3 against the "
+            f"reference's {a_ref:.2f} Å^3 per unit cell); forces compared displacement by displacement"
+        )
+    if cmp.imaginary_fraction > 0 and cmp.imaginary_fraction_ref == 0:
+        flags.append(
+            f"imaginary: {100 * cmp.imaginary_fraction:.1f} % of the model's mesh modes are "
+            f"imaginary (below -{imaginary_tol:g} THz), none of the reference's"
+        )
+    ticks = _band_ticks(ref.band_distances, labels, len(ref.band_distances))
+    elements = sorted({el.symbol for el in setup.unitcell.composition})
+    values = PhononValues(
+        omega_max_ref=cmp.omega_max_ref,
+        omega_max=cmp.omega_max,
+        omega_max_ratio=cmp.omega_max_ratio,
+        freq_mae=cmp.freq_mae,
+        freq_max_abs_error=cmp.freq_max_abs_error,
+        imaginary_fraction_ref=cmp.imaginary_fraction_ref,
+        imaginary_fraction=cmp.imaginary_fraction,
+        imaginary_tol=cmp.imaginary_tol,
+        scale=scale,
+        mae=mae,
+        n_displacements=len(ids),
+        n_supercell_atoms=len(phonon.supercell),
+        mesh=[int(m) for m in mesh],
+        residual_force_max=float(np.abs(res_ml).max()),
+        residual_force_max_ref=None if res_ref is None else float(np.abs(res_ref).max()),
+        temperature=float(temperature),
+        free_energy_ref=ref.free_energy,
+        free_energy=ml.free_energy,
+        entropy_ref=ref.entropy,
+        entropy=ml.entropy,
+        heat_capacity_ref=ref.heat_capacity,
+        heat_capacity=ml.heat_capacity,
+    )
+    arrays = PhononArrays(
+        qpoints=ref.qpoints.tolist(),
+        weights=ref.weights.tolist(),
+        frequencies_ref=ref.frequencies.tolist(),
+        frequencies=ml.frequencies.tolist(),
+        band_distances=ref.band_distances.tolist(),
+        band_ticks=ticks,
+        band_frequencies_ref=ref.band_frequencies.tolist(),
+        band_frequencies=ml.band_frequencies.tolist(),
+        forces_ref=d_ref.tolist(),
+        forces=d_ml.tolist(),
+    )
+    return PhononDoc(
+        material_id=material_id,
+        formula=setup.unitcell.composition.reduced_formula,
+        chemsys="-".join(elements),
+        elements=elements,
+        model=umlip.model,
+        reference=first.code,
+        ratio=cmp.omega_max_ratio,
+        flags=flags,
+        sources=list(sources),
+        parent_uuids=list(parent_uuids),
+        package_version=__version__,
+        values=values,
+        setup=setup,
+        arrays=arrays,
+    )
+
+
+def _band_ticks(
+    distances: np.ndarray, labels: list[list[str]] | None, n: int
+) -> list[tuple[float, str]]:
+    """(distance, label) of the high-symmetry points; 'K|U' where one segment ends and the next
+    starts (phonopy continues the distance across a jump)."""
+    if labels is None or n == 0:
+        return []
+    per = n // sum(len(seg) - 1 for seg in labels)  # points per straight piece (equal)
+    ticks: list[tuple[float, str]] = []
+    piece = 0
+    for seg in labels:
+        for j, lab in enumerate(seg):
+            # Start of each piece; the last label at the end of the segment's last piece.
+            index = (piece + j) * per if j < len(seg) - 1 else (piece + j) * per - 1
+            d = float(distances[index])
+            if ticks and abs(ticks[-1][0] - d) < 1e-9:
+                if ticks[-1][1] != lab:
+                    ticks[-1] = (d, f"{ticks[-1][1]}|{lab}")
+            else:
+                ticks.append((d, lab))
+        piece += len(seg) - 1
+    return ticks
+
+
+@job(data=["arrays"], config=JobConfig(on_missing_references=OnMissing.NONE))
+def phonon_compare_job(
+    setup: PhononSetup,
+    references: list[FrameResult | None],
+    umlip: UMLIPResults,
+    material_id: str,
+    mesh: Sequence[int] = DEFAULT_MESH,
+    temperature: float = 300.0,
+    imaginary_tol: float = DEFAULT_IMAGINARY_TOL,
+    sources: Sequence[str] = (),
+    parent_uuids: Sequence[str] = (),
+    setup_ml: PhononSetup | None = None,
+) -> PhononDoc:
+    """jobflow job around :func:`compare_phonon_results`; runs when reference jobs failed, and then
+    fails naming the missing displacements."""
+    doc = compare_phonon_results(
+        setup, references, umlip, material_id, mesh, temperature, imaginary_tol, sources,
+        parent_uuids, setup_ml,
+    )  # fmt: skip
+    logger.info(
+        "%s / %s: omega_max ratio %.3f, force scale %.3f",
+        material_id,
+        doc.model.name,
+        doc.values.omega_max_ratio,
+        doc.values.scale,
+    )
+    return doc
+
+
+# ---- the maker -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhononMaker(Maker):
+    """Phonons of one structure with a reference and uMLIPs, on the same finite displacements.
+
+    Jobs: one reference job per supercell (the undisplaced one and each displaced one; the reference
+    maker reuses a stored result with the same content key, so a rerun computes only what failed),
+    one batched uMLIP job per model over all supercells, one comparison job per model
+    (:class:`~softening.stores.documents.PhononDoc`).
+
+    Attributes
+    ----------
+    name
+        Flow name.
+    reference_maker
+        :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or :class:`VaspReferenceMaker`.
+    umlip_maker
+        Template of the uMLIP jobs; each model gets a copy with its ``model`` set.
+    models
+        uMLIP specs.
+    supercell_matrix
+        3x3 (or 3 diagonal entries); ``None``: atomate2's choice for ``min_length``.
+    min_length
+        Shortest supercell length when choosing the supercell, Å (atomate2's default).
+    prefer_90_degrees
+        Prefer near-cubic supercells when choosing (atomate2's default).
+    displacement
+        Displacement amplitude, Å.
+    symprec
+        Symmetry tolerance of phonopy, Å (atomate2's PHONON_SYMPREC).
+    primitive_matrix
+        ``auto`` (phonopy finds the primitive cell) or a 3x3 matrix.
+    mesh
+        q-point mesh of the comparison and the thermal properties.
+    temperature
+        Temperature of the thermal properties, K.
+    imaginary_tol
+        Frequencies below minus this count as imaginary, THz.
+    relax
+        Relax the structure (positions and cell) with each method before its phonons: the reference
+        (embedded calculators only) and each model on its own, each then on its own displaced
+        supercells (same supercell matrix and displacement pattern); the documents are flagged
+        ``relaxed``. Off by default: every method on the given structure, so that only the forces
+        differ (each method's residual forces on it are subtracted).
+    relax_fmax
+        Force threshold of that relaxation, eV/Å.
+    """
+
+    name: str = "phonon"
+    reference_maker: ReferenceStaticMaker | VaspReferenceMaker = field(
+        default_factory=ReferenceStaticMaker
+    )
+    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+    supercell_matrix: list[list[int]] | list[int] | None = None
+    min_length: float = 20.0
+    prefer_90_degrees: bool = True
+    displacement: float = 0.01
+    symprec: float = 1e-3
+    primitive_matrix: str | list[list[float]] = "auto"
+    mesh: tuple[int, int, int] = DEFAULT_MESH
+    temperature: float = 300.0
+    imaginary_tol: float = DEFAULT_IMAGINARY_TOL
+    relax: bool = False
+    relax_fmax: float = 0.01
+
+    def make(self, structure: Structure, material_id: str | None = None) -> Flow:
+        """The flow for ``structure``; its output is the list of :class:`PhononDoc` (one per model)."""
+        mid = material_id or structure.composition.reduced_formula
+        matrix = self.supercell_matrix
+        if matrix is None:  # from the input structure, so that every method uses the same one
+            matrix = supercell_matrix_for(structure, self.min_length, self.prefer_90_degrees)
+        maker = replace(self, supercell_matrix=matrix)
+        if not self.relax:
+            return maker.make_unrelaxed(structure, mid)
+        if not isinstance(self.reference_maker, ReferenceStaticMaker) or (
+            self.reference_maker.calculator == "vasp"
+        ):
+            raise InputError("relax: only embedded references (gpaw, emt) relax here")
+        relax = relax_job(structure, self.reference_maker, None, self.relax_fmax)
+        relax.name = f"relax {self.reference_maker.calculator} {mid}"
+        ref = reference_phonons_job(relax.output, maker, mid)
+        ref.name = f"{self.name} references {mid}"
+        jobs, outputs = [relax, ref], []
+        for spec in self.models:
+            ml = umlip_phonons_job(structure, maker, spec, mid)
+            ml.name = f"{self.umlip_maker.name} {spec} {mid} relaxed phonon"
+            cmp = phonon_compare_job(
+                ref.output["setup"], ref.output["references"], ml.output["umlip"], mid,
+                list(self.mesh), self.temperature, self.imaginary_tol,
+                parent_uuids=[relax.uuid, ref.uuid, ml.uuid], setup_ml=ml.output["setup"],
+            )  # fmt: skip
+            cmp.name = f"phonon compare {mid} {spec}"
+            jobs += [ml, cmp]
+            outputs.append(cmp.output)
+        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+    def make_unrelaxed(self, structure: Structure, material_id: str) -> Flow:
+        """The flow on ``structure`` as given."""
+        setup, frames = self.setup_and_frames(structure, material_id)
+        jobs, refs = self.reference_jobs(frames, material_id)
+        outputs = []
+        for spec in self.models:
+            ml = replace(self.umlip_maker, model=spec).make(frames)
+            ml.name = f"{self.umlip_maker.name} {spec} {material_id} phonon"
+            cmp = phonon_compare_job(
+                setup, refs, ml.output, material_id, list(self.mesh), self.temperature,
+                self.imaginary_tol, parent_uuids=[*(j.uuid for j in jobs), ml.uuid],
+            )  # fmt: skip
+            cmp.name = f"phonon compare {material_id} {spec}"
+            jobs += [ml, cmp]
+            outputs.append(cmp.output)
+        return Flow(jobs, output=outputs, name=f"{self.name} {material_id}")
+
+    def setup_and_frames(
+        self, structure: Structure, material_id: str
+    ) -> tuple[PhononSetup, list[FrameSpec]]:
+        """The phonon setup of ``structure`` and the frames to label."""
+        matrix = self.supercell_matrix
+        if matrix is None:
+            matrix = supercell_matrix_for(structure, self.min_length, self.prefer_90_degrees)
+        setup = phonon_setup(
+            structure, matrix, self.displacement, self.symprec, self.primitive_matrix
+        )
+        return setup, phonon_frames(setup, material_id)
+
+    def reference_jobs(self, frames: list[FrameSpec], material_id: str) -> tuple[list, list]:
+        """One reference job per frame, and their outputs."""
+        jobs = []
+        for frame in frames:
+            j = self.reference_maker.make(frame)
+            j.name = f"{self.reference_maker.name} {material_id} {frame.frame_id}"
+            jobs.append(j)
+        return jobs, [j.output for j in jobs]
+
+
+@job
+def relax_job(
+    structure: Structure,
+    reference_maker: ReferenceStaticMaker | None = None,
+    model: str | None = None,
+    fmax: float = 0.01,
+    steps: int = 500,
+) -> Structure:
+    """Relax positions and cell (BFGS on ASE's FrechetCellFilter) with the reference's embedded
+    calculator, or with ``model`` (a uMLIP spec)."""
+    if model is not None:
+        from softening.models import load_model
+
+        calc = load_model(model).calculator()
+    else:
+        calc, _ = reference_maker.get_calculator(structure)
+    return relax_structure(structure, calc, fmax, steps)
+
+
+def relax_structure(structure: Structure, calc, fmax: float = 0.01, steps: int = 500) -> Structure:
+    """``structure`` relaxed in positions and cell with the ASE calculator ``calc``."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = calc
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=fmax, steps=steps)
+    relaxed = AseAtomsAdaptor.get_structure(atoms)
+    for key, values in structure.site_properties.items():
+        relaxed.add_site_property(key, values)
+    return relaxed
+
+
+@job
+def reference_phonons_job(structure: Structure, maker: PhononMaker, material_id: str):
+    """Replaced by the reference jobs on the (relaxed) structure; output ``{"setup",
+    "references"}``."""
+    from jobflow import Response
+
+    setup, frames = maker.setup_and_frames(structure, material_id)
+    jobs, refs = maker.reference_jobs(frames, material_id)
+    return Response(replace=Flow(jobs, output={"setup": setup, "references": refs}))
+
+
+@job(data=["forces"])
+def umlip_phonons_job(structure: Structure, maker: PhononMaker, model: str, material_id: str):
+    """Relax with ``model``, then evaluate its own displaced supercells (batched); output
+    ``{"setup", "umlip"}``."""
+    from softening.makers.umlip import evaluate_frames
+    from softening.models import load_model
+
+    relaxed = relax_structure(structure, load_model(model).calculator(), maker.relax_fmax)
+    setup, frames = maker.setup_and_frames(relaxed, material_id)
+    umlip = evaluate_frames(frames, replace(maker.umlip_maker, model=model))
+    return {"setup": setup, "umlip": umlip}

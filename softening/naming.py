@@ -1,0 +1,36 @@
+"""File names derived from identifiers (material ids, model names): bounded and safe."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+#: Longest file-name part made from one identifier (file systems allow 255 bytes per name).
+MAX_NAME = 60
+
+
+def safe_filename(text: str, max_len: int = MAX_NAME) -> str:
+    """A file-name part for ``text``: ``[A-Za-z0-9._-]`` only, at most ``max_len`` characters.
+
+    Names that had to change (other characters, or too long) end in an 8-character hash of the
+    original, so that different identifiers never share a file; ``"mp-149"`` stays ``"mp-149"``.
+
+    Parameters
+    ----------
+    text
+        Any identifier (a material id of any length, a model name...).
+    max_len
+        Upper bound on the length of the result (at least 16).
+
+    Returns
+    -------
+    str
+        A non-empty name without path separators, never ``.`` or ``..``.
+    """
+    text = str(text)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or "x"
+    if slug == text and len(slug) <= max_len:
+        return slug
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    keep = max(max_len, 16) - len(digest) - 1
+    return f"{slug[:keep].rstrip('_.-') or 'x'}-{digest}"

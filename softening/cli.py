@@ -172,6 +172,14 @@ def _run_flow(flow, store, workers: int | None = None, **run_kwargs) -> tuple[li
     return flow_outputs(flow, store), failures
 
 
+def _store_exists(store: str | None) -> bool:
+    """Whether the store names something that exists already (a database, or a folder)."""
+    from softening.stores.factory import resolve_store_spec, store_kind
+
+    spec = resolve_store_spec(store)
+    return store_kind(spec) != "embedded" or Path(spec).expanduser().exists()
+
+
 def _models(models: list[str] | None) -> list[str]:
     from softening.settings import get_settings
 
@@ -274,6 +282,7 @@ def _softening_flow(
     finetune: str | None = None,
     train_frames: int = 1,
     local_checks: bool = True,
+    prop: str | None = None,
 ):
     """The flow of `run` (and `submit`) from its options: inputs checked, makers set, flow made.
 
@@ -341,6 +350,11 @@ def _softening_flow(
     fm.select_maker.check_md(fm.md_maker)  # enough MD frames for --frames, before the MD runs
     if reference == "emt":
         fm.reference_maker.get_calculator(structs[0])  # refuses non-EMT elements up front
+    if prop is not None:
+        from softening.workflows.properties import property_maker
+
+        # The property with the same reference, for each model (and each corrected model).
+        fm.property_maker = property_maker(prop, fm.reference_maker, models)
     flow = fm.make(structs)
     return structs, fm, flow
 
@@ -376,6 +390,14 @@ def run(
     train_frames: TrainFramesOpt = 1,
     workers: WorkersOpt = None,
     trust_model_file: TrustModelOpt = False,
+    prop: Annotated[
+        str | None,
+        typer.Option(
+            "--property",
+            help="Also compute this property (phonon, surface, vacancy, barrier) with the "
+            "reference and each model; with --finetune, with each corrected model too.",
+        ),
+    ] = None,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.stores import describe_store, get_job_store
@@ -383,8 +405,9 @@ def run(
 
     _setup_logging(quiet=as_json)
     _trust_model_files(trust_model_file)
-    # Opened first: a damaged store is reported at once, not after the models have loaded.
-    job_store = get_job_store(store)
+    # An existing store is opened first: a damaged one is reported at once, not after the models
+    # have loaded; a new one is created only once the inputs are known to be good.
+    job_store = get_job_store(store) if _store_exists(store) else None
     structs, fm, flow = _softening_flow(
         structures,
         md_model=md_model,
@@ -403,7 +426,9 @@ def run(
         strict=strict,
         finetune=finetune,
         train_frames=train_frames,
+        prop=prop,
     )
+    job_store = job_store or get_job_store(store)
     folders = {}
     if reference == "vasp":
         # atomate2's VASP jobs write into the current folder: each needs its own.
@@ -430,12 +455,32 @@ def run(
             }
             for v in checks
         ]
+    if prop is not None:
+        # Found by the flow's uuid among the jobs' hosts (property jobs replace themselves).
+        stored = job_store.query(
+            {"hosts": flow.uuid, "output.property": prop}, properties=["output"]
+        )
+        summary["properties"] = [
+            {
+                "property": d["output"]["property"],
+                "material_id": d["output"]["material_id"],
+                "model": d["output"]["model"]["name"],
+                "model_path": d["output"]["model"].get("path"),
+                "ratio": d["output"].get("ratio"),
+            }
+            for d in stored
+        ]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     parity = _parity(docs, out / "parity.png")
     if as_json:
         print(json.dumps(summary))
     else:
         out_console.print(_scale_table(docs, "Softening scale (s < 1: softened)"))
+        for p in summary.get("properties", []):
+            ratio = "n/a" if p["ratio"] is None else f"{p['ratio']:.3f}"
+            out_console.print(
+                f"{p['property']} {p['material_id']} {p['model']}: uMLIP/reference ratio {ratio}"
+            )
         for v in checks:
             b, a = v.before, v.after
             out_console.print(
@@ -975,10 +1020,14 @@ def report(
         store, formula, chemsys, element, model, scale_min, scale_max, material_id,
         include_pooled, all_runs,
     )  # fmt: skip
-    if not results:
+    from softening.workflows.properties import property_report
+
+    # Property documents (phonons, surfaces, vacancies, barriers): one parity plot per property.
+    props = property_report(job_store, out, model=model, material_id=material_id)
+    if not results and not props["property_plots"]:
         raise InputError("no stored result matches the filters: nothing to plot")
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Any] = {"parity": []}
+    files: dict[str, Any] = {"parity": [], **props}
     for r in results[: max(parity_limit, 0)]:
         f_ref, f_ml = load_forces(job_store, r["uuid"])
         if f_ref.size == 0:
@@ -1047,6 +1096,8 @@ def report(
     for key in ("scale_distribution", "mae_vs_cmae"):
         if key in files:
             console.print(f"{key}: {files[key]}", highlight=False)
+    for prop, path in files["property_plots"].items():
+        console.print(f"{prop}: {path}", highlight=False)
     if files.get("mae_vs_cmae_excluded"):
         console.print(
             "left out of mae_vs_cmae (scale CI includes 0, cMAE meaningless): "
@@ -1156,6 +1207,15 @@ def submit(
     ] = False,
     launch_dir: LaunchDirOpt = None,
     as_json: JsonOpt = False,
+    prop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--property",
+            "-p",
+            help="Submit the flow of `softening properties` instead (phonon, or surface, vacancy, "
+            "barrier) with --model, --reference, --ecut and --kspacing.",
+        ),
+    ] = None,
 ) -> None:
     """Submit the workflow of `run` to a cluster: FireWorks LaunchPad + SLURM, or one SLURM job.
 
@@ -1186,6 +1246,8 @@ def submit(
     }
     spec = worker_store_spec(store) if structures else None
     where = launch_dir.resolve() if launch_dir else launch_dir_default()
+    if single_job and prop:
+        raise InputError("--single-job runs `softening run`; submit --property without it")
     if single_job:
         _submit_single_job(structures, flow_kwargs, spec, qadapter, where, as_json)
         return
@@ -1194,7 +1256,15 @@ def submit(
     result = None
     if structures:
         # Validated here (files, elements, models); GPAW and VASP need only exist on the workers.
-        _, _, flow = _softening_flow(structures, store=spec, local_checks=False, **flow_kwargs)
+        if prop:
+            from softening.workflows.properties import properties_flow
+
+            flow, _, _ = properties_flow(
+                structures, prop, _models(model), reference=reference, ecut=ecut,
+                kspacing=kspacing, local_checks=False,
+            )  # fmt: skip
+        else:
+            _, _, flow = _softening_flow(structures, store=spec, local_checks=False, **flow_kwargs)
         lp = load_launchpad(launchpad)
         result = submit_flow(lp, flow, store=spec)
     else:

@@ -240,63 +240,32 @@ def properties(
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute properties (phonons) with the reference and with uMLIPs, and compare them."""
-    import importlib.util
-
-    from softening.datasets.readers import read_structure
-    from softening.makers import ReferenceStaticMaker
-    from softening.makers.phonons import PhononMaker
+    """Compute properties (phonon, surface, vacancy, barrier) with the reference and with uMLIPs, and
+    compare them."""
+    from softening.cli_surfaces import run_defect_flow
     from softening.stores import get_job_store
-    from softening.workflows.properties import PROPERTIES, PropertiesFlowMaker
+    from softening.workflows.properties import DEFECT_PROPERTIES, properties_flow
 
     _setup_logging(quiet=as_json)
     _check_mesh(mesh)
     props = list(prop or ["phonon"])
-    # ---- surface / vacancy / barrier: softening/cli_surfaces.py ------------------------------------
-    from softening.cli_surfaces import DEFECT_PROPERTIES, defect_properties
-
-    if set(props) & set(DEFECT_PROPERTIES):
-        defect_properties(
-            structures, props, model, reference, relax, ecut, kspacing, store, out, as_json
-        )
-        return
-    # ---- end of surface / vacancy / barrier ----------------------------------------------------------
-    unknown = sorted(set(props) - set(PROPERTIES))
-    if unknown:
-        choices = ", ".join((*PROPERTIES, *DEFECT_PROPERTIES))
-        raise InputError(f"--property {unknown[0]}: choose from {choices}")
-    if reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
-        raise SofteningError("GPAW is not installed: run `make setup`, or use --reference emt")
-    structs = [read_structure(p) for p in structures]
-    ids = _material_ids(structures)
-    if reference == "vasp":
-        from softening.makers.vasp import VaspReferenceMaker
-
-        if relax:
-            raise InputError(
-                "--relax needs an embedded reference (gpaw, emt); relax with VASP first"
-            )
-        reference_maker = VaspReferenceMaker()
-        reference_maker.check_environment(structs)
-    else:
-        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
-        if reference == "emt":
-            for s in structs:
-                reference_maker.get_calculator(s)  # refuses non-EMT elements up front
-    models = _models(model)
-    elements = {el.symbol for s in structs for el in s.composition}
-    loaded = _check_models(models, elements)
-    phonon_maker = PhononMaker(
-        reference_maker=reference_maker,
-        models=models,
+    flow, ids, loaded = properties_flow(
+        structures,
+        props,
+        _models(model),
+        reference=reference,
+        ecut=ecut,
+        kspacing=kspacing,
+        relax=relax,
         supercell_matrix=_parse_supercell(supercell),
         min_length=min_length,
         displacement=displacement,
         mesh=tuple(mesh),
         temperature=temperature,
-        relax=relax,
     )
-    flow = PropertiesFlowMaker(properties=props, phonon_maker=phonon_maker).make(structs, ids)
+    if set(props) & set(DEFECT_PROPERTIES):  # surface / vacancy / barrier: cli_surfaces.py
+        run_defect_flow(flow, loaded, reference, store, out, as_json)
+        return
     folders: dict[str, Any] = {}
     if reference == "vasp":
         where = (out or Path("softening-results")) / "vasp-runs"
@@ -341,16 +310,6 @@ def _flow_docs(flow, job_store, material_ids: list[str], model_names: list[str])
         return m, n
 
     return sorted(docs, key=rank)
-
-
-def _material_ids(paths: list[Path]) -> list[str]:
-    ids: list[str] = []
-    for p in paths:
-        base, mid, k = p.stem, p.stem, 2
-        while mid in ids:
-            mid, k = f"{base}-{k}", k + 1
-        ids.append(mid)
-    return ids
 
 
 def _parse_supercell(text: str | None) -> list[list[int]] | None:

@@ -3,7 +3,7 @@
 
 Registered on :data:`softening.cli.app` (imported at the end of ``cli.py``);
 ``softening properties --property surface|vacancy|barrier`` hands over to
-:func:`defect_properties`. The commands hold no science: they read inputs, run the flows of
+:func:`run_defect_flow`. The commands hold no science: they read inputs, run the flows of
 :mod:`softening.makers.surfaces` and :mod:`softening.makers.defects` into the result store, and
 print or plot the :class:`~softening.stores.documents.SurfaceDoc`, :class:`VacancyDoc` and
 :class:`BarrierDoc` outputs.
@@ -31,10 +31,9 @@ from softening.cli import (
     console,
     out_console,
 )
-from softening.errors import InputError, SofteningError
+from softening.errors import SofteningError
 
 #: Properties of ``softening properties`` computed here.
-DEFECT_PROPERTIES = ("surface", "vacancy", "barrier")
 #: Key of each property's rows in the JSON output.
 JSON_KEYS = {"surface": "surfaces", "vacancy": "vacancies", "barrier": "barriers"}
 
@@ -286,66 +285,18 @@ def surfaces(
     _report(docs, [m.name for m in loaded], out, as_json, {})
 
 
-def defect_properties(
-    structures: list[Path],
-    props: list[str],
-    model: list[str] | None,
+def run_defect_flow(
+    flow: Any,
+    loaded: list[Any],
     reference: str,
-    relax: bool,
-    ecut: float,
-    kspacing: float,
     store: str | None,
     out: Path | None,
     as_json: bool,
 ) -> None:
-    """``softening properties --property surface|vacancy|barrier``: the flows of
-    :class:`SurfaceMaker`, :class:`VacancyMaker` and :class:`BarrierMaker` per structure."""
-    import importlib.util
-
-    from softening.datasets.readers import read_structure
-    from softening.makers import ReferenceStaticMaker
-    from softening.makers.defects import BarrierMaker, VacancyMaker
-    from softening.makers.surfaces import SurfaceMaker
+    """``softening properties --property surface|vacancy|barrier``: run the flow built by
+    :func:`softening.workflows.properties.properties_flow` and report its documents."""
     from softening.stores import get_job_store
 
-    _setup_logging(quiet=as_json)
-    unknown = sorted(set(props) - set(DEFECT_PROPERTIES))
-    if unknown:
-        raise InputError(
-            f"--property {unknown[0]} cannot run with {'/'.join(DEFECT_PROPERTIES)} in one "
-            "command: run it separately"
-        )
-    if reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
-        raise SofteningError("GPAW is not installed: run `make setup`, or use --reference emt")
-    structs = [read_structure(p) for p in structures]
-    ids = _material_ids(structures)
-    if reference == "vasp":
-        from softening.makers.vasp import VaspReferenceMaker
-
-        if relax:
-            raise InputError(
-                "--relax needs an embedded reference (gpaw, emt); relax with VASP first"
-            )
-        reference_maker = VaspReferenceMaker()
-        reference_maker.check_environment(structs)
-    else:
-        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
-        if reference == "emt":
-            for s in structs:
-                reference_maker.get_calculator(s)  # refuses non-EMT elements up front
-    models = _models(model)
-    loaded = _check_models(models, {el.symbol for s in structs for el in s.composition})
-    makers = {
-        "surface": SurfaceMaker(reference_maker=reference_maker, models=models, relax=relax),
-        "vacancy": VacancyMaker(reference_maker=reference_maker, models=models, relax=relax),
-        "barrier": BarrierMaker(reference_maker=reference_maker, models=models),
-    }
-    from jobflow import Flow
-
-    # Every flow is built (and its input checked) before any job runs.
-    flows = [makers[p].make(s, mid) for s, mid in zip(structs, ids, strict=True) for p in props]
-    outputs = [o for f in flows for o in f.output]
-    flow = Flow(flows, output=outputs, name="properties")
     folders: dict[str, Any] = {}
     if reference == "vasp":
         where = (out or Path("softening-results")) / "vasp-runs"
@@ -361,13 +312,3 @@ def defect_properties(
         console.print("run the same command again to compute only what failed or is missing")
         extra["failed_jobs"] = failures
     _report(docs, [m.name for m in loaded], out, as_json, extra)
-
-
-def _material_ids(paths: list[Path]) -> list[str]:
-    ids: list[str] = []
-    for p in paths:
-        base, mid, k = p.stem, p.stem, 2
-        while mid in ids:
-            mid, k = f"{base}-{k}", k + 1
-        ids.append(mid)
-    return ids

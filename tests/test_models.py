@@ -310,8 +310,10 @@ def test_pickled_payloads_never_run_and_bad_files_are_one_line(tmp_path):
     marker = tmp_path / "PWNED"
     for name in ("evil.pth.tar", "evil.model"):
         torch.save({"model": _Payload(marker)}, tmp_path / name)
-    (tmp_path / "random.model").write_bytes(os.urandom(3000))
-    (tmp_path / "random.pth.tar").write_bytes(os.urandom(3000))
+    # Seeded random bytes: the same "random file" every run.
+    noise = __import__("random").Random(0).randbytes(3000)
+    (tmp_path / "random.model").write_bytes(noise)
+    (tmp_path / "random.pth.tar").write_bytes(noise)
     good = next((Path(__import__("chgnet").__file__).parent / "pretrained" / "0.3.0").glob("*.tar"))
     (tmp_path / "cut.pth.tar").write_bytes(good.read_bytes()[:100_000])
     dataset = DATA / "mlearn" / "Si" / "test.json"

@@ -565,3 +565,33 @@ def test_workflow_vasp_references_through_atomate2(vasp_env, store, tmp_path):
     assert doc["reference"]["name"] == "vasp"
     expected = _plain_phonopy_frequencies(cu, np.diag([2, 2, 2]), EMT(), (6, 6, 6))
     np.testing.assert_allclose(np.asarray(doc["arrays"]["frequencies_ref"]), expected, atol=1e-3)
+
+
+def test_run_finetune_then_phonons_of_raw_and_corrected_model(tmp_path):
+    """`run --finetune scale --property phonon`: one flow samples, labels, corrects, then computes
+    phonons with the reference, the raw model and the corrected model (sqrt(c) times the raw)."""
+    from pymatgen.core import Lattice, Structure
+
+    from softening.stores import get_job_store
+
+    cif = tmp_path / "Cu8.cif"
+    cu = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]) * (2, 1, 1)
+    cu.to(filename=str(cif))
+    res = _cli(
+        "run", cif, "--reference", "emt", "--steps", "40", "--stride", "2", "--frames", "4",
+        "--strained", "1", "--finetune", "scale", "--property", "phonon", "--store",
+        tmp_path / "db", "--out", tmp_path / "out", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)
+    assert not summary["failed_jobs"]
+    by_model = {p["model"]: p for p in summary["properties"]}
+    assert len(by_model) == 2
+    raw = by_model["CHGNet-0.3.0"]
+    (corrected,) = [p for name, p in by_model.items() if name != "CHGNet-0.3.0"]
+    assert corrected["model_path"] == summary["corrections"][0]["model_path"]
+    store = get_job_store(tmp_path / "db")
+    store.connect()
+    check = store.query_one({"output.@class": "VerificationDoc"})["output"]
+    c = check["correction"]["factor"]
+    assert corrected["ratio"] == pytest.approx(np.sqrt(c) * raw["ratio"], rel=1e-5)

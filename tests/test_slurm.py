@@ -120,10 +120,14 @@ def test_workflow_categories_and_serialized_tasks(tmp_path):
         select_maker=FrameSelectionMaker(n_frames=3, n_strained_plus=1, n_strained_minus=1),
         reference_maker=ReferenceStaticMaker(calculator="emt"),
     )
+    from softening.workflows.softening import _default_ids
+
     wf = to_workflow(fm.make([_cu8()]), str(tmp_path / "db"))
     cats = {fw.name: fw.spec["_category"] for fw in wf.fws}
+    (mid,) = _default_ids([_cu8()])  # formula plus a structure hash
+    assert mid.startswith("Cu-")
     assert sorted(n for n, c in cats.items() if c == "dft") == [
-        f"reference static Cu {i}" for i in range(3)
+        f"reference static {mid} {i}" for i in range(3)
     ]
     assert {c for n, c in cats.items() if not n.startswith("reference")} == {"umlip"}
     compare = next(fw for fw in wf.fws if fw.name.startswith("compare"))
@@ -133,6 +137,40 @@ def test_workflow_categories_and_serialized_tasks(tmp_path):
     back = Workflow.from_dict(wf.to_dict())
     task = back.fws[0].tasks[0]
     assert isinstance(task, SofteningJobFiretask) and task["store_spec"] == str(tmp_path / "db")
+
+
+def test_submit_property_flow_to_the_launchpad(tmp_path):
+    """`submit --property phonon` puts the flow of `softening properties` on the LaunchPad: one
+    `dft` job per displaced supercell (and the undisplaced one), the rest `umlip`."""
+    (tmp_path / "lp.yaml").write_text("host: localhost\nname: softening_test\n")
+    (tmp_path / "mock.json").write_text("{}")
+    _cu8().to(filename=str(tmp_path / "Cu.cif"))
+    env = {
+        **os.environ,
+        "MONGOMOCK_SERVERSTORE_FILE": str(tmp_path / "mock.json"),
+        "SOFTENING_LAUNCHPAD": str(tmp_path / "lp.yaml"),
+        "SOFTENING_STORE": str(tmp_path / "db"),
+        "OMP_NUM_THREADS": "1",
+    }
+    args = ["submit", tmp_path / "Cu.cif", "--property", "phonon", "--reference", "emt", "--json"]
+    res = subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["categories"]["dft"] >= 2 and out["categories"]["umlip"] >= 1
+    res = subprocess.run(
+        [*CLI, "status", "--json"], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    (flow,) = json.loads(res.stdout)["flows"]
+    names = [j["name"] for j in flow["jobs"]]
+    assert any(n.startswith("reference static") for n in names)
+    bad = subprocess.run(
+        [*CLI, *map(str, [*args[:-1], "--single-job"])], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and "--property" in bad.stderr
 
 
 def test_jobs_a_job_creates_keep_its_category_and_store(tmp_path):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,6 +180,12 @@ def test_cli_surfaces_chgnet_below_dft_with_store_and_plot(tmp_path):
     docs = query_property_docs(tmp_path / "db", property="surface")
     assert len(docs) == 1 and docs[0]["values"]["bulk_choice"] == "ground_state"
     assert len(docs[0]["values"]["rows"]) == 14
+    # `report` includes them: one parity plot of the property (no softening result is stored).
+    rep = _cli("report", "--store", tmp_path / "db", "--out", tmp_path / "rep", "--json")
+    assert rep.returncode == 0, rep.stderr
+    files = json.loads(rep.stdout)["files"]
+    assert files["property_results"] == 1
+    assert Path(files["property_plots"]["surface"]).stat().st_size > 1000
 
 
 @needs(SI_TRAIN)

@@ -469,7 +469,10 @@ def run_flow(
             while True:
                 if not stop:
                     for key in sched.ready():
-                        if len(running) >= workers:
+                        # A job retried after its worker died runs alone: if a worker dies
+                        # again, it is that job's.
+                        suspect = any(k in retried for k, _, _ in running.values())
+                        if len(running) >= workers or suspect or (key in retried and running):
                             break
                         start(key)
                 if not running:

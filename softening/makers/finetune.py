@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from jobflow import JobConfig, Maker, job
@@ -126,6 +127,10 @@ class CorrectionMaker(Maker):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.finetune, dict):
+            # Back from JSON (a job sent to a worker process, or through FireWorks).
+            keys = {k: v for k, v in self.finetune.items() if not k.startswith("@")}
+            self.finetune = FineTuneSettings(**keys)
         if self.mode not in FINETUNE_MODES:
             raise InputError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
         if self.method not in CORRECTION_METHODS:
@@ -333,3 +338,27 @@ def _spec_of(correction: CorrectionResult) -> str:
 def verify_job(references: list, correction: CorrectionResult) -> VerificationDoc:
     """jobflow job around :func:`verify_correction`."""
     return verify_correction(references, correction)
+
+
+@job
+def property_after_correction(
+    structure: Any,
+    material_id: str,
+    correction: CorrectionResult,
+    property_maker: Any,
+    base_model: str,
+):
+    """A property (phonons, surfaces, vacancies, barriers) of ``structure`` with the reference,
+    the base model and the model the correction just wrote, side by side.
+
+    The corrected model's folder exists only once the correction has run, so this job replaces
+    itself by the property maker's flow with both models. Its reference jobs reuse stored results
+    by content key: the reference side is computed once for both models.
+    """
+    from dataclasses import replace as _replace
+
+    from jobflow import Response
+
+    correction = CorrectionResult.model_validate(correction)
+    maker = _replace(property_maker, models=[base_model, str(correction.model.path)])
+    return Response(replace=maker.make(structure, material_id))

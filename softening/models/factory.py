@@ -222,7 +222,7 @@ def chgnet_from_checkpoint(path: str | Path, **kwargs: Any):
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(
-            f"cannot load CHGNet checkpoint {str(path)!r}: {_load_problem(exc)}"
+            f"cannot load CHGNet checkpoint {str(path)!r}: {_load_problem(exc, path)}"
         ) from None
     model_dict = state.get("model", state) if isinstance(state, dict) else None
     if not isinstance(model_dict, dict) or not {"state_dict", "model_args"} <= set(model_dict):
@@ -239,12 +239,22 @@ def chgnet_from_checkpoint(path: str | Path, **kwargs: Any):
         ) from None
 
 
-def _load_problem(exc: BaseException) -> str:
+def _looks_like_torch(path: Path) -> bool:
+    """Whether a file starts as torch files do: a zip archive, or a pickle (older torch)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith((b"PK\x03\x04", b"\x80"))
+
+
+def _load_problem(exc: BaseException, path: Path | None = None) -> str:
     """One line on why ``torch.load(weights_only=True)`` failed, without torch's long advice."""
     text = str(exc)
     if "GLOBAL" in text or "Unsupported global" in text:
         return "it holds pickled code, not only weights (refused: loading it would run that code)"
-    if "Weights only load failed" in text:
+    if "Weights only load failed" in text or (path is not None and not _looks_like_torch(path)):
         return "not a torch weights file (random or corrupted bytes)"
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return f"not a readable torch file, perhaps truncated ({type(exc).__name__}: {first[:160]})"
@@ -302,7 +312,7 @@ def check_matgl_folder(folder: Path) -> None:
             args = torch.load(str(folder / "model.pt"), map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ModelError(
-                f"cannot load {str(folder / 'model.pt')!r}: {_load_problem(exc)}"
+                f"cannot load {str(folder / 'model.pt')!r}: {_load_problem(exc, folder / 'model.pt')}"
             ) from None
         modules += list(_matgl_modules(args))
     bad = sorted({m for m in modules if m != "matgl" and not m.startswith("matgl.")})

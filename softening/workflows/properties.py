@@ -196,3 +196,218 @@ def _canonical(spec: str) -> str:
         return canonical_name(spec)
     except ModelError:
         return spec
+
+
+#: Per property: (axis label, rows of (reference, model) values in a stored document's ``values``).
+def _property_points(doc: dict[str, Any]) -> list[tuple[float, float]]:
+    v = doc.get("values") or {}
+    prop = doc.get("property")
+    if prop == "phonon":
+        return [(v["omega_max_ref"], v["omega_max"])]
+    if prop == "surface":
+        return [(r["gamma_ref"], r["gamma"]) for r in v.get("rows", [])]
+    if prop == "vacancy":
+        return [(r["e_vac_ref"], r["e_vac"]) for r in v.get("rows", [])]
+    if prop == "barrier":
+        return [(v["barrier_ref"], v["barrier"])]
+    return []
+
+
+PROPERTY_AXES = {
+    "phonon": "highest phonon frequency (THz)",
+    "surface": "surface energy (J/m$^2$)",
+    "vacancy": "vacancy formation energy (eV)",
+    "barrier": "migration barrier (eV)",
+}
+
+
+def property_report(
+    store: JobStore | str | Path | None,
+    out: str | Path,
+    model: str | None = None,
+    material_id: str | None = None,
+) -> dict[str, Any]:
+    """One parity plot per stored property (reference on x, each model on y), the latest result
+    per material, model and property; what ``softening report`` adds for property documents.
+
+    Returns
+    -------
+    dict
+        ``{"property_plots": {property: PNG path}, "property_results": count}``.
+    """
+    from softening.analysis.plots import property_parity_plot
+
+    docs = query_property_docs(store, model=model, material_id=material_id)
+    latest: dict[tuple, dict[str, Any]] = {}
+    for d in docs:  # newest first
+        latest.setdefault((d["property"], d["material_id"], d["model"]["name"]), d)
+    series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for (prop, _, name), d in latest.items():
+        ref, ml = series.setdefault(prop, {}).setdefault(name, ([], []))
+        for x, y in _property_points(d):
+            ref.append(x)
+            ml.append(y)
+    out = Path(out)
+    plots = {}
+    for prop, by_model in series.items():
+        by_model = {k: v for k, v in by_model.items() if v[0]}
+        if not by_model or prop not in PROPERTY_AXES:
+            continue
+        plots[prop] = str(
+            property_parity_plot(
+                by_model, out / f"property_{prop}.png", quantity=PROPERTY_AXES[prop],
+                title=f"{prop}: uMLIP vs reference",
+            )
+        )  # fmt: skip
+    return {"property_plots": plots, "property_results": len(latest)}
+
+
+#: Properties of :mod:`softening.makers.surfaces` / :mod:`softening.makers.defects`.
+DEFECT_PROPERTIES = ("surface", "vacancy", "barrier")
+
+
+def material_ids_from_paths(paths: Sequence[str | Path]) -> list[str]:
+    """Material ids of structure files: their stems, made unique with ``-2``, ``-3``..."""
+    ids: list[str] = []
+    for p in paths:
+        base = Path(p).stem
+        mid, k = base, 2
+        while mid in ids:
+            mid, k = f"{base}-{k}", k + 1
+        ids.append(mid)
+    return ids
+
+
+def properties_flow(
+    structure_files: Sequence[str | Path],
+    properties: Sequence[str],
+    models: Sequence[str],
+    reference: str = "gpaw",
+    ecut: float = 500.0,
+    kspacing: float = 0.25,
+    relax: bool = False,
+    supercell_matrix: list[list[int]] | None = None,
+    min_length: float = 20.0,
+    displacement: float = 0.01,
+    mesh: tuple[int, int, int] = DEFAULT_MESH,
+    temperature: float = 300.0,
+    local_checks: bool = True,
+) -> tuple[Flow, list[str], list[Any]]:
+    """The flow of ``softening properties`` (and ``submit --property``) from its options.
+
+    Everything is checked before any job exists: the property names, the structure files, the
+    reference (GPAW installed, VASP and POTCARs, EMT's elements; with ``local_checks`` only, since
+    a login node need not run them), and every model against every element.
+
+    Parameters
+    ----------
+    structure_files
+        Structure files (material ids: their stems).
+    properties
+        ``phonon``, or any of ``surface``, ``vacancy``, ``barrier`` (not mixed with phonon).
+    models
+        uMLIP specs.
+    reference, ecut, kspacing
+        ``gpaw``, ``emt``, ``vasp`` or ``module:Class``; GPAW's cutoff (eV) and k-spacing (1/Å).
+    relax
+        Relax with each method first (embedded references only).
+    supercell_matrix, min_length, displacement, mesh, temperature
+        Phonon settings (see :class:`~softening.makers.phonons.PhononMaker`).
+    local_checks
+        Also check that the reference code can run here.
+
+    Returns
+    -------
+    (Flow, list[str], list)
+        The flow, the material ids, the loaded models.
+    """
+    import importlib.util
+
+    from softening.datasets.readers import read_structure
+    from softening.errors import SofteningError
+    from softening.makers.reference import ReferenceStaticMaker
+    from softening.models import load_model
+
+    props = list(properties) or ["phonon"]
+    known = (*PROPERTIES, *DEFECT_PROPERTIES)
+    unknown = sorted(set(props) - set(known))
+    if unknown:
+        raise InputError(f"--property {unknown[0]}: choose from {', '.join(known)}")
+    defects = set(props) & set(DEFECT_PROPERTIES)
+    if defects and set(props) - set(DEFECT_PROPERTIES):
+        raise InputError(
+            f"--property phonon cannot run with {'/'.join(sorted(defects))} in one command: "
+            "run it separately"
+        )
+    if local_checks and reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
+        raise SofteningError(
+            'GPAW is not installed: pip install "softening[gpaw]", or use --reference emt'
+        )
+    structs = [read_structure(p) for p in structure_files]
+    ids = material_ids_from_paths(structure_files)
+    if reference == "vasp":
+        from softening.makers.vasp import VaspReferenceMaker
+
+        if relax:
+            raise InputError(
+                "--relax needs an embedded reference (gpaw, emt); relax with VASP first"
+            )
+        reference_maker = VaspReferenceMaker()
+        if local_checks:
+            reference_maker.check_environment(structs)
+    else:
+        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
+        if reference == "emt":
+            for s in structs:
+                reference_maker.get_calculator(s)  # refuses non-EMT elements up front
+    elements = {el.symbol for s in structs for el in s.composition}
+    loaded = []
+    for spec in models:
+        m = load_model(spec)
+        m.check_elements(elements)
+        loaded.append(m)
+    if not defects:
+        phonon_maker = PhononMaker(
+            reference_maker=reference_maker,
+            models=list(models),
+            supercell_matrix=supercell_matrix,
+            min_length=min_length,
+            displacement=displacement,
+            mesh=tuple(mesh),
+            temperature=temperature,
+            relax=relax,
+        )
+        flow = PropertiesFlowMaker(properties=props, phonon_maker=phonon_maker).make(structs, ids)
+        return flow, ids, loaded
+    from softening.makers.defects import BarrierMaker, VacancyMaker
+    from softening.makers.surfaces import SurfaceMaker
+
+    makers = {
+        "surface": SurfaceMaker(reference_maker=reference_maker, models=list(models), relax=relax),
+        "vacancy": VacancyMaker(reference_maker=reference_maker, models=list(models), relax=relax),
+        "barrier": BarrierMaker(reference_maker=reference_maker, models=list(models)),
+    }
+    # Every flow is built (and its input checked) before any job runs.
+    flows = [makers[p].make(s, mid) for s, mid in zip(structs, ids, strict=True) for p in props]
+    outputs = [o for f in flows for o in f.output]
+    return Flow(flows, output=outputs, name="properties"), ids, loaded
+
+
+def property_maker(name: str, reference_maker: Any, models: Sequence[str] = ()) -> Any:
+    """The maker of property ``name`` (phonon, surface, vacancy, barrier) with its defaults.
+
+    Raises
+    ------
+    InputError
+        On an unknown property.
+    """
+    if name == "phonon":
+        return PhononMaker(reference_maker=reference_maker, models=list(models))
+    if name in DEFECT_PROPERTIES:
+        from softening.makers.defects import BarrierMaker, VacancyMaker
+        from softening.makers.surfaces import SurfaceMaker
+
+        cls = {"surface": SurfaceMaker, "vacancy": VacancyMaker, "barrier": BarrierMaker}[name]
+        return cls(reference_maker=reference_maker, models=list(models))
+    known = ", ".join((*PROPERTIES, *DEFECT_PROPERTIES))
+    raise InputError(f"--property {name}: choose from {known}")

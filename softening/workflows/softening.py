@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.makers.compare import compare_job
 from softening.makers.evaluate import DatasetEvaluationMaker
-from softening.makers.finetune import CorrectionMaker, verify_job
+from softening.makers.finetune import CorrectionMaker, property_after_correction, verify_job
 from softening.makers.md import MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
@@ -43,6 +44,11 @@ class SofteningFlowMaker(Maker):
     correction_maker
         When set, each model is also corrected on the labelled frames of each material and the
         correction verified on the held-out frames (outputs: a VerificationDoc per model).
+    property_maker
+        A property maker (:class:`~softening.makers.phonons.PhononMaker`, ``SurfaceMaker``,
+        ``VacancyMaker``, ``BarrierMaker``): the property of each material with the reference and
+        each model; with ``correction_maker``, also with each corrected model, once it is written
+        (property documents, found by ``query_property_docs``; not in the flow's output).
     """
 
     name: str = "softening"
@@ -56,6 +62,7 @@ class SofteningFlowMaker(Maker):
     n_bootstrap: int = 1000
     seed: int = 0
     correction_maker: CorrectionMaker | None = None
+    property_maker: Any | None = None
 
     def __post_init__(self) -> None:
         # The reference is chosen by settings: calculator="vasp" means the VASP maker.
@@ -103,6 +110,15 @@ class SofteningFlowMaker(Maker):
                 verify.name = f"verify {material_id} {model}"
                 jobs += [correct, verify]
                 docs.append(verify.output)
+                if self.property_maker is not None:
+                    prop = property_after_correction(
+                        structure, material_id, correct.output, self.property_maker, model
+                    )
+                    prop.name = f"{self.property_maker.name} {material_id} {model} corrected"
+                    jobs.append(prop)
+        if self.property_maker is not None and self.correction_maker is None:
+            maker = replace(self.property_maker, models=list(self.models))
+            jobs.append(maker.make(structure, material_id))
         return Flow(jobs, output=docs, name=f"{self.name} {material_id}")
 
 

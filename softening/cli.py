@@ -172,6 +172,26 @@ def _run_flow(flow, store, workers: int | None = None, **run_kwargs) -> tuple[li
     return flow_outputs(flow, store), failures
 
 
+def _job_folders(reference: str, out: Path | None) -> dict[str, Any]:
+    """``run_flow``'s folder options: atomate2's VASP jobs write into the current folder, so each
+    gets its own under ``<out>/vasp-runs``; the embedded references need none."""
+    if reference != "vasp":
+        return {}
+    where = (out or Path("softening-results")) / "vasp-runs"
+    where.mkdir(parents=True, exist_ok=True)
+    return {"create_folders": True, "root_dir": where}
+
+
+def _report_failures(failures: list[str], has_result: bool) -> None:
+    """Name the failed jobs and how to complete the run; an error when nothing came out at all."""
+    for f in failures:
+        console.print(f"[yellow]failed:[/] {f}", highlight=False)
+    if failures:
+        console.print("run the same command again to compute only what failed or is missing")
+    if not has_result:
+        raise SofteningError("no result: every material failed (see the messages above)")
+
+
 def _store_exists(store: str | None) -> bool:
     """Whether the store names something that exists already (a database, or a folder)."""
     from softening.stores.factory import resolve_store_spec, store_kind
@@ -228,21 +248,6 @@ def _scale_table(docs, title: str) -> Table:
     return table
 
 
-def _material_summary(d) -> dict[str, Any]:
-    return {
-        "material_id": d.material_id,
-        "formula": d.formula,
-        "scale": d.scale,
-        "scale_ci": list(d.scale_ci),
-        "mae": d.mae,
-        "cmae": d.cmae,
-        "n_frames": d.n_frames,
-        "energy_mae_per_atom": d.energy_mae_per_atom,
-        "missing_frames": d.missing_frames,
-        "flags": d.flags,
-    }
-
-
 def _parity(docs, path: Path) -> Path | None:
     import numpy as np
 
@@ -289,37 +294,27 @@ def _softening_flow(
     ``local_checks`` also checks that GPAW / VASP are usable here (not on a login node whose jobs
     run elsewhere). Returns ``(structures, flow maker, flow)``.
     """
-    import importlib.util
 
     from softening.datasets.readers import read_structure
     from softening.makers import (
         FrameSelectionMaker,
         MDSamplingMaker,
-        ReferenceStaticMaker,
         UMLIPStaticMaker,
     )
     from softening.makers.finetune import CorrectionMaker, models_folder
     from softening.stores.factory import resolve_store_spec
     from softening.workflows import SofteningFlowMaker
+    from softening.workflows.softening import reference_maker_for
 
     models = _models(model)
-    if local_checks and reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
-        raise SofteningError(
-            'GPAW is not installed: pip install "softening[gpaw]", or use --reference emt'
-        )
     if frames < 2 * strained:
         raise InputError(f"--frames {frames} is fewer than the {2 * strained} strained frames")
     structs = [read_structure(p) for p in structures]
-    if reference == "vasp":
-        from softening.makers.vasp import VaspReferenceMaker
-
-        reference_maker = VaspReferenceMaker(strict=strict)
-        if local_checks:
-            reference_maker.check_environment(structs)  # VASP and POTCARs, before any job runs
-    else:
-        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
     elements = {el.symbol for s in structs for el in s.composition}
     _check_models([md_model, *models], elements)
+    reference_maker = reference_maker_for(
+        reference, structs, ecut, kspacing, strict=strict, local_checks=local_checks
+    )
     fm = SofteningFlowMaker(
         md_maker=MDSamplingMaker(
             model=md_model,
@@ -348,8 +343,6 @@ def _softening_flow(
     if finetune is not None and train_frames >= frames:
         raise InputError(f"--train-frames {train_frames} leaves none of {frames} frames held out")
     fm.select_maker.check_md(fm.md_maker)  # enough MD frames for --frames, before the MD runs
-    if reference == "emt":
-        fm.reference_maker.get_calculator(structs[0])  # refuses non-EMT elements up front
     if prop is not None:
         from softening.workflows.properties import property_maker
 
@@ -400,6 +393,7 @@ def run(
     ] = None,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
+    from softening.makers.evaluate import material_summary
     from softening.stores import describe_store, get_job_store
     from softening.stores.documents import SofteningDoc, VerificationDoc
 
@@ -429,18 +423,13 @@ def run(
         prop=prop,
     )
     job_store = job_store or get_job_store(store)
-    folders = {}
-    if reference == "vasp":
-        # atomate2's VASP jobs write into the current folder: each needs its own.
-        (out / "vasp-runs").mkdir(parents=True, exist_ok=True)
-        folders = {"create_folders": True, "root_dir": out / "vasp-runs"}
-    outputs, failures = _run_flow(flow, job_store, workers=workers, **folders)
+    outputs, failures = _run_flow(flow, job_store, workers=workers, **_job_folders(reference, out))
     docs = [d for d in outputs if isinstance(d, SofteningDoc)]
     checks = [d for d in outputs if isinstance(d, VerificationDoc)]
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "store": describe_store(job_store),
-        "materials": [{**_material_summary(d), "model": d.model.name} for d in docs],
+        "materials": [{**material_summary(d), "model": d.model.name} for d in docs],
         "failed_jobs": failures,
     }
     if finetune is not None:
@@ -492,12 +481,7 @@ def run(
         console.print(
             f"summary: {out / 'summary.json'}" + (f", parity plot: {parity}" if parity else "")
         )
-    if failures:
-        for f in failures:
-            console.print(f"[yellow]failed:[/] {f}", highlight=False)
-        console.print("run the same command again to compute only what failed or is missing")
-    if not docs:
-        raise SofteningError("no result: every material failed (see the messages above)")
+    _report_failures(failures, bool(docs))
 
 
 def _labelled_frames(datasets: list[Path], strict: bool, select: list[str] | None = None):

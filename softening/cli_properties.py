@@ -21,7 +21,9 @@ from softening.cli import (
     ModelOpt,
     StoreOpt,
     _check_models,
+    _job_folders,
     _models,
+    _report_failures,
     _run_flow,
     _safe_name,
     _setup_logging,
@@ -266,20 +268,10 @@ def properties(
     if set(props) & set(DEFECT_PROPERTIES):  # surface / vacancy / barrier: cli_surfaces.py
         run_defect_flow(flow, loaded, reference, store, out, as_json)
         return
-    folders: dict[str, Any] = {}
-    if reference == "vasp":
-        where = (out or Path("softening-results")) / "vasp-runs"
-        where.mkdir(parents=True, exist_ok=True)
-        folders = {"create_folders": True, "root_dir": where}
     job_store = get_job_store(store)
-    _, failures = _run_flow(flow, job_store, **folders)
+    _, failures = _run_flow(flow, job_store, **_job_folders(reference, out))
     docs = _flow_docs(flow, job_store, ids, [m.name for m in loaded])
-    if failures:
-        for f in failures:
-            console.print(f"[yellow]failed:[/] {f}", highlight=False)
-        if not docs:
-            raise SofteningError("no result: every material failed (see the messages above)")
-        console.print("run the same command again to compute only what failed or is missing")
+    _report_failures(failures, bool(docs))
     _report(docs, loaded, out, as_json, {"failed_jobs": failures} if failures else {})
 
 

@@ -23,7 +23,9 @@ from softening.cli import (
     ModelOpt,
     StoreOpt,
     _check_models,
+    _job_folders,
     _models,
+    _report_failures,
     _run_flow,
     _safe_name,
     _setup_logging,
@@ -297,18 +299,7 @@ def run_defect_flow(
     :func:`softening.workflows.properties.properties_flow` and report its documents."""
     from softening.stores import get_job_store
 
-    folders: dict[str, Any] = {}
-    if reference == "vasp":
-        where = (out or Path("softening-results")) / "vasp-runs"
-        where.mkdir(parents=True, exist_ok=True)
-        folders = {"create_folders": True, "root_dir": where}
-    docs, failures = _run_flow(flow, get_job_store(store), **folders)
-    extra: dict[str, Any] = {}
-    if failures:
-        for f in failures:
-            console.print(f"[yellow]failed:[/] {f}", highlight=False)
-        if not docs:
-            raise SofteningError("no result: every material failed (see the messages above)")
-        console.print("run the same command again to compute only what failed or is missing")
-        extra["failed_jobs"] = failures
+    docs, failures = _run_flow(flow, get_job_store(store), **_job_folders(reference, out))
+    _report_failures(failures, bool(docs))
+    extra: dict[str, Any] = {"failed_jobs": failures} if failures else {}
     _report(docs, [m.name for m in loaded], out, as_json, extra)

@@ -694,10 +694,15 @@ def _check_unique(frames: Sequence[Frame], path: Path) -> None:
     """frame_id must be unique within a material (later steps pair frames by these keys)."""
     seen: set[tuple[str, str]] = set()
     for frame in frames:
-        key = (frame.material_key, frame.frame_id)
-        if key in seen:
-            raise _error(path, f"frame id {frame.frame_id!r} occurs twice for {key[0]!r}")
-        seen.add(key)
+        _check_new(frame, seen, path)
+
+
+def _check_new(frame: Frame, seen: set[tuple[str, str]], path: Path) -> None:
+    """Refuse ``frame`` when its (material, frame id) is in ``seen``; else add it (streams too)."""
+    key = (frame.material_key, frame.frame_id)
+    if key in seen:
+        raise _error(path, f"frame id {frame.frame_id!r} occurs twice for {key[0]!r}")
+    seen.add(key)
 
 
 # ----------------------------------------------------------------------------------------------------

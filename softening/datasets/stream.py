@@ -72,7 +72,7 @@ def _iter_extxyz(path: Path) -> Iterator[Frame]:
         images = ase.io.iread(str(path), index=":", format="extxyz")
         for i, atoms in enumerate(images):
             frame = readers._extxyz_frame(atoms, i, path)
-            _unique(frame, seen, path)
+            readers._check_new(frame, seen, path)
             yield frame
     except readers.InputError:
         raise
@@ -82,13 +82,6 @@ def _iter_extxyz(path: Path) -> Iterator[Frame]:
         ) from exc
     if not seen:
         raise readers._error(path, "contains no frames")
-
-
-def _unique(frame: Frame, seen: set[tuple[str, str]], path: Path) -> None:
-    key = (frame.material_key, frame.frame_id)
-    if key in seen:
-        raise readers._error(path, f"frame id {frame.frame_id!r} occurs twice for {key[0]!r}")
-    seen.add(key)
 
 
 def _iter_json(path: Path, kind: str) -> Iterator[Frame]:

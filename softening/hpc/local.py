@@ -388,10 +388,10 @@ def run_flow(
     flow = get_flow(flow)
     workers, threads = resolve_workers(workers, threads)
     spec = getattr(store, "spec", None)
-    n_jobs = len(flow.jobs) if hasattr(flow, "jobs") else 1
+    n_jobs = sum(1 for _ in flow.iterflow())
     if spec is None:
         workers = 1  # a store only this process can see (e.g. in memory)
-    workers = min(workers, max(1, _count_jobs(flow)))
+    workers = min(workers, max(1, n_jobs))
     root = Path.cwd() if root_dir is None else Path(root_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     store.connect()
@@ -404,7 +404,7 @@ def run_flow(
     stop = False
     running: dict[Future, tuple[Key, Any, str | None]] = {}
     pool: ProcessPoolExecutor | None = None
-    logger.debug("running %d top-level jobs with %d worker(s)", n_jobs, workers)
+    logger.debug("running %d jobs with %d worker(s)", n_jobs, workers)
 
     def job_dir() -> str | None:
         if not create_folders:
@@ -538,10 +538,6 @@ def _shareable(store: Any) -> bool:
         if coll is not None and "mongomock" in type(coll).__module__:
             return False
     return True
-
-
-def _count_jobs(flow: Any) -> int:
-    return sum(1 for _ in flow.iterflow())
 
 
 def flow_outputs(flow: Any, store: Any) -> list[Any]:

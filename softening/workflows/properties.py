@@ -321,12 +321,9 @@ def properties_flow(
     (Flow, list[str], list)
         The flow, the material ids, the loaded models.
     """
-    import importlib.util
-
     from softening.datasets.readers import read_structure
-    from softening.errors import SofteningError
-    from softening.makers.reference import ReferenceStaticMaker
     from softening.models import load_model
+    from softening.workflows.softening import reference_maker_for
 
     props = list(properties) or ["phonon"]
     known = (*PROPERTIES, *DEFECT_PROPERTIES)
@@ -339,27 +336,13 @@ def properties_flow(
             f"--property phonon cannot run with {'/'.join(sorted(defects))} in one command: "
             "run it separately"
         )
-    if local_checks and reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
-        raise SofteningError(
-            'GPAW is not installed: pip install "softening[gpaw]", or use --reference emt'
-        )
+    if reference == "vasp" and relax:
+        raise InputError("--relax needs an embedded reference (gpaw, emt); relax with VASP first")
     structs = [read_structure(p) for p in structure_files]
     ids = material_ids_from_paths(structure_files)
-    if reference == "vasp":
-        from softening.makers.vasp import VaspReferenceMaker
-
-        if relax:
-            raise InputError(
-                "--relax needs an embedded reference (gpaw, emt); relax with VASP first"
-            )
-        reference_maker = VaspReferenceMaker()
-        if local_checks:
-            reference_maker.check_environment(structs)
-    else:
-        reference_maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
-        if reference == "emt":
-            for s in structs:
-                reference_maker.get_calculator(s)  # refuses non-EMT elements up front
+    reference_maker = reference_maker_for(
+        reference, structs, ecut, kspacing, local_checks=local_checks
+    )
     elements = {el.symbol for s in structs for el in s.composition}
     loaded = []
     for spec in models:
@@ -379,22 +362,18 @@ def properties_flow(
         )
         flow = PropertiesFlowMaker(properties=props, phonon_maker=phonon_maker).make(structs, ids)
         return flow, ids, loaded
-    from softening.makers.defects import BarrierMaker, VacancyMaker
-    from softening.makers.surfaces import SurfaceMaker
-
-    makers = {
-        "surface": SurfaceMaker(reference_maker=reference_maker, models=list(models), relax=relax),
-        "vacancy": VacancyMaker(reference_maker=reference_maker, models=list(models), relax=relax),
-        "barrier": BarrierMaker(reference_maker=reference_maker, models=list(models)),
-    }
+    makers = {p: property_maker(p, reference_maker, models, relax=relax) for p in props}
     # Every flow is built (and its input checked) before any job runs.
     flows = [makers[p].make(s, mid) for s, mid in zip(structs, ids, strict=True) for p in props]
     outputs = [o for f in flows for o in f.output]
     return Flow(flows, output=outputs, name="properties"), ids, loaded
 
 
-def property_maker(name: str, reference_maker: Any, models: Sequence[str] = ()) -> Any:
-    """The maker of property ``name`` (phonon, surface, vacancy, barrier) with its defaults.
+def property_maker(
+    name: str, reference_maker: Any, models: Sequence[str] = (), relax: bool = False
+) -> Any:
+    """The maker of property ``name`` (phonon, surface, vacancy, barrier) with its defaults;
+    ``relax`` where the property has the option (all but barrier, whose end points always relax).
 
     Raises
     ------
@@ -402,12 +381,14 @@ def property_maker(name: str, reference_maker: Any, models: Sequence[str] = ()) 
         On an unknown property.
     """
     if name == "phonon":
-        return PhononMaker(reference_maker=reference_maker, models=list(models))
+        return PhononMaker(reference_maker=reference_maker, models=list(models), relax=relax)
     if name in DEFECT_PROPERTIES:
         from softening.makers.defects import BarrierMaker, VacancyMaker
         from softening.makers.surfaces import SurfaceMaker
 
-        cls = {"surface": SurfaceMaker, "vacancy": VacancyMaker, "barrier": BarrierMaker}[name]
-        return cls(reference_maker=reference_maker, models=list(models))
+        if name == "barrier":
+            return BarrierMaker(reference_maker=reference_maker, models=list(models))
+        cls = SurfaceMaker if name == "surface" else VacancyMaker
+        return cls(reference_maker=reference_maker, models=list(models), relax=relax)
     known = ", ".join((*PROPERTIES, *DEFECT_PROPERTIES))
     raise InputError(f"--property {name}: choose from {known}")

@@ -180,3 +180,43 @@ class CorrectionFlowMaker(Maker):
         correct = self.correction_maker.make(references)
         verify = verify_job(references, correct.output)
         return Flow([correct, verify], output=verify.output, name=self.name)
+
+
+def reference_maker_for(
+    reference: str,
+    structures: list[Structure],
+    ecut: float = 500.0,
+    kspacing: float = 0.25,
+    strict: bool = False,
+    local_checks: bool = True,
+) -> ReferenceStaticMaker | VaspReferenceMaker:
+    """The reference maker that ``--reference`` names, checked against ``structures``.
+
+    ``gpaw``, ``emt`` or ``module:Class`` give a :class:`ReferenceStaticMaker` (GPAW's cutoff and
+    k-spacing from ``ecut`` and ``kspacing``; EMT's elements checked at once), ``vasp`` a
+    :class:`VaspReferenceMaker`. With ``local_checks`` the code must be usable here too (GPAW
+    installed; the VASP command and every POTCAR): not on a login node whose jobs run elsewhere.
+
+    Raises
+    ------
+    SofteningError
+        GPAW missing, VASP or a POTCAR missing, an element EMT lacks.
+    """
+    import importlib.util
+
+    from softening.errors import SofteningError
+
+    if local_checks and reference == "gpaw" and importlib.util.find_spec("gpaw") is None:
+        raise SofteningError(
+            'GPAW is not installed: pip install "softening[gpaw]", or use --reference emt'
+        )
+    if reference == "vasp":
+        maker = VaspReferenceMaker(strict=strict)
+        if local_checks:
+            maker.check_environment(structures)  # VASP and POTCARs, before any job runs
+        return maker
+    maker = ReferenceStaticMaker(calculator=reference, ecut=ecut, kspacing=kspacing)
+    if reference == "emt":
+        for s in structures:
+            maker.get_calculator(s)  # refuses non-EMT elements up front
+    return maker

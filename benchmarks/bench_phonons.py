@@ -44,7 +44,7 @@ def package_way(folder: Path, model, mesh) -> tuple[float, int, float]:
         setup_from_data,
     )
     from softening.models.evaluate import evaluate_structures
-    from softening.stores.documents import CodeInfo, FrameResult, UMLIPResults
+    from softening.schemas import CodeInfo, FrameResult, UMLIPResults
 
     data = read_phonopy_folder(folder)
     setup = setup_from_data(data)

@@ -251,7 +251,7 @@ from pymatgen.core import Structure
 from softening.hpc.local import run_flow
 from softening.makers import ReferenceStaticMaker
 from softening.stores import get_job_store
-from softening.stores.documents import FrameSpec
+from softening.schemas import FrameSpec
 rng = np.random.default_rng(0)
 jobs = []
 maker = ReferenceStaticMaker(kspacing=0.5)

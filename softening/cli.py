@@ -394,8 +394,8 @@ def run(
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.makers.evaluate import material_summary
+    from softening.schemas import SofteningDoc, VerificationDoc
     from softening.stores import describe_store, get_job_store
-    from softening.stores.documents import SofteningDoc, VerificationDoc
 
     _setup_logging(quiet=as_json)
     _trust_model_files(trust_model_file)

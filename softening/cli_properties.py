@@ -2,7 +2,7 @@
 
 Registered on :data:`softening.cli.app` (imported at the end of ``cli.py``). The commands hold no
 science: they read inputs, run the flows of :mod:`softening.workflows.properties` into the result
-store, and print or plot the :class:`~softening.stores.documents.PhononDoc` outputs.
+store, and print or plot the :class:`~softening.schemas.PhononDoc` outputs.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def _flow_docs(flow, job_store, material_ids: list[str], model_names: list[str])
     Found by the flow's uuid among the jobs' hosts, so that jobs a job was replaced by at run time
     (the phonon jobs after a relaxation) are found too.
     """
-    from softening.stores.documents import PhononDoc
+    from softening.schemas import PhononDoc
 
     stored = job_store.query(
         {"hosts": flow.uuid, "output.property": "phonon"},

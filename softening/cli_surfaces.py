@@ -5,7 +5,7 @@ Registered on :data:`softening.cli.app` (imported at the end of ``cli.py``);
 ``softening properties --property surface|vacancy|barrier`` hands over to
 :func:`run_defect_flow`. The commands hold no science: they read inputs, run the flows of
 :mod:`softening.makers.surfaces` and :mod:`softening.makers.defects` into the result store, and
-print or plot the :class:`~softening.stores.documents.SurfaceDoc`, :class:`VacancyDoc` and
+print or plot the :class:`~softening.schemas.SurfaceDoc`, :class:`VacancyDoc` and
 :class:`BarrierDoc` outputs.
 """
 

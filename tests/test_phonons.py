@@ -287,7 +287,7 @@ def test_linearly_corrected_model_frequencies_scale_with_sqrt_c():
     )
     from softening.models import load_model
     from softening.models.evaluate import evaluate_structures
-    from softening.stores.documents import CodeInfo, FrameResult, UMLIPResults
+    from softening.schemas import CodeInfo, FrameResult, UMLIPResults
 
     data = read_phonopy_folder(MGO)
     setup = setup_from_data(data)
@@ -332,7 +332,7 @@ def test_identical_forces_give_ratio_one_and_missing_references_are_named():
     from softening.datasets.phonopy import read_phonopy_folder
     from softening.errors import CalculationError
     from softening.makers.phonons import compare_phonon_results, reference_frames, setup_from_data
-    from softening.stores.documents import FrameResult, ModelInfo, UMLIPResults
+    from softening.schemas import FrameResult, ModelInfo, UMLIPResults
 
     data = read_phonopy_folder(MGO)
     setup = setup_from_data(data)
@@ -405,7 +405,7 @@ def test_workflow_emt_cu_matches_plain_phonopy_and_reuses_references(store):
 
     from softening.makers import ReferenceStaticMaker
     from softening.makers.phonons import PhononMaker
-    from softening.stores.documents import FrameResult
+    from softening.schemas import FrameResult
     from softening.workflows.properties import PropertiesFlowMaker, query_property_docs
 
     cu = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]])  # fmt: skip

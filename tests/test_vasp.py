@@ -23,7 +23,7 @@ from softening.datasets.readers import read_frames
 from softening.errors import InputError, SofteningError
 from softening.makers import FrameSelectionMaker, MDSamplingMaker, UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.stores.documents import FrameResult, FrameSpec
+from softening.schemas import FrameResult, FrameSpec
 from softening.workflows import SofteningFlowMaker
 
 VASP_OUTPUTS = DATA / "vasp_outputs"

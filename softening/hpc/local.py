@@ -545,7 +545,7 @@ def flow_outputs(flow: Any, store: Any) -> list[Any]:
 
     A reference whose job failed is left out.
     """
-    from softening.stores import documents
+    from softening import schemas
 
     refs = flow.output if isinstance(flow.output, list) else [flow.output]
     out = []
@@ -558,7 +558,7 @@ def flow_outputs(flow: Any, store: Any) -> list[Any]:
         if doc is None or doc.get("output") is None:
             continue
         data = doc["output"]
-        cls = getattr(documents, str(data.get("@class")), None) if isinstance(data, dict) else None
+        cls = getattr(schemas, str(data.get("@class")), None) if isinstance(data, dict) else None
         if cls is None:
             out.append(data)
             continue

@@ -10,7 +10,7 @@ from jobflow.core.reference import OnMissing
 
 from softening.analysis.metrics import is_uncorrelated, softening_metrics
 from softening.errors import InputError
-from softening.stores.documents import (
+from softening.schemas import (
     CodeInfo,
     FrameResult,
     ModelInfo,

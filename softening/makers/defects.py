@@ -11,7 +11,7 @@
   last path kept), then reference single points on the images of that path (ApproxNEB-like: the
   reference does not move the images), both barriers and energy profiles.
 
-Outputs: :class:`~softening.stores.documents.VacancyDoc`, :class:`BarrierDoc` (both
+Outputs: :class:`~softening.schemas.VacancyDoc`, :class:`BarrierDoc` (both
 :class:`PropertyDoc`). Elemental solids: the removed atom's chemical potential is the bulk energy
 per atom of the same method.
 """
@@ -43,7 +43,7 @@ from softening.errors import CalculationError, InputError
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.surfaces import BULK, relax_frames_job
 from softening.makers.umlip import UMLIPStaticMaker
-from softening.stores.documents import (
+from softening.schemas import (
     BarrierDoc,
     BarrierValues,
     FrameResult,

@@ -29,7 +29,7 @@ from jobflow import JobConfig, Maker, job
 
 from softening.errors import InputError
 from softening.makers.compare import _natural, softening_doc
-from softening.stores.documents import CodeInfo, ModelInfo, SofteningDoc
+from softening.schemas import CodeInfo, ModelInfo, SofteningDoc
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from softening.analysis.correction import (
 from softening.analysis.metrics import corrected_force_mae, force_mae, scale_through_origin
 from softening.errors import InputError
 from softening.models.finetune import FINETUNE_MODES, FineTuneSettings
-from softening.stores.documents import (
+from softening.schemas import (
     CorrectionResult,
     FrameResult,
     GroupVerification,

@@ -12,7 +12,7 @@ from pymatgen.core import Structure
 
 from softening.errors import CalculationError, InputError
 from softening.makers.reuse import find_stored_output, reuse_response
-from softening.stores.documents import MDResult, MDTrajectory, content_key
+from softening.schemas import MDResult, MDTrajectory, content_key
 
 logger = logging.getLogger(__name__)
 

@@ -3,13 +3,13 @@
 The pieces, as the softening flow has them for MD frames:
 
 - :func:`phonon_setup` fixes the supercell and phonopy's symmetry-reduced displacements of a structure
-  (:class:`~softening.stores.documents.PhononSetup`); :func:`phonon_frames` turns it into frames (the
+  (:class:`~softening.schemas.PhononSetup`); :func:`phonon_frames` turns it into frames (the
   undisplaced supercell ``perfect`` and ``disp-001``...), which the reference makers
   (:class:`~softening.makers.reference.ReferenceStaticMaker`,
   :class:`~softening.makers.vasp.VaspReferenceMaker`: one job per frame, reused by content key) and
   :class:`~softening.makers.umlip.UMLIPStaticMaker` (one batched job per model) label;
 - :func:`phonon_compare_job` builds both sides' force constants and compares them
-  (:class:`~softening.stores.documents.PhononDoc`, arrays in the data store);
+  (:class:`~softening.schemas.PhononDoc`, arrays in the data store);
 - :class:`PhononMaker` wires them for one structure.
 
 Existing DFT data (a phonopy folder) enters as reference :class:`FrameResult` s of the displaced
@@ -42,7 +42,7 @@ from softening.errors import CalculationError, InputError
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.stores.documents import (
+from softening.schemas import (
     CodeInfo,
     FrameResult,
     FrameSpec,
@@ -423,7 +423,7 @@ class PhononMaker(Maker):
     Jobs: one reference job per supercell (the undisplaced one and each displaced one; the reference
     maker reuses a stored result with the same content key, so a rerun computes only what failed),
     one batched uMLIP job per model over all supercells, one comparison job per model
-    (:class:`~softening.stores.documents.PhononDoc`).
+    (:class:`~softening.schemas.PhononDoc`).
 
     Attributes
     ----------

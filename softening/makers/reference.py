@@ -17,7 +17,7 @@ from jobflow import JobConfig, Maker, job
 from pymatgen.core import Structure
 
 from softening.errors import InputError, SofteningError
-from softening.stores.documents import CodeInfo, FrameResult, FrameSpec, content_key
+from softening.schemas import CodeInfo, FrameResult, FrameSpec, content_key
 from softening.stores.queries import find_output_by_key
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ def find_stored_output(
     store
         The job store (``None``: nothing stored).
     key
-        Content key (see :func:`softening.stores.documents.content_key`).
+        Content key (see :func:`softening.schemas.content_key`).
     cls_name
         Class of the output document (``"MDResult"``, ``"FrameResult"``...).
 

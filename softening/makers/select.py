@@ -10,7 +10,7 @@ from pymatgen.core import Lattice, Structure
 
 from softening.analysis.sampling import assign_strains, stratified_energy_indices
 from softening.errors import InputError
-from softening.stores.documents import FrameSelection, FrameSpec, MDResult
+from softening.schemas import FrameSelection, FrameSpec, MDResult
 
 
 @dataclass

@@ -10,7 +10,7 @@
   ``relax``, each method relaxes the slab positions with its own forces first (embedded
   references only).
 
-Outputs are :class:`~softening.stores.documents.SurfaceDoc` (a :class:`PropertyDoc`).
+Outputs are :class:`~softening.schemas.SurfaceDoc` (a :class:`PropertyDoc`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from softening.analysis.surfaces import (
 from softening.errors import CalculationError, InputError
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.umlip import UMLIPStaticMaker
-from softening.stores.documents import (
+from softening.schemas import (
     CodeInfo,
     FrameResult,
     FrameSpec,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from jobflow import JobConfig, Maker, job
 
-from softening.stores.documents import (
+from softening.schemas import (
     CodeInfo,
     FrameResult,
     FrameSpec,

@@ -7,7 +7,7 @@ rerun of the flow reuses it) and otherwise replaces itself with two jobs:
    input set, runs VASP through custodian with atomate2's default VASP handlers
    (:func:`atomate2.vasp.run.run_vasp`), and parses the folder into an emmet ``TaskDoc``;
 2. :func:`vasp_frame_result`: turns the task document into the same per-frame
-   :class:`~softening.stores.documents.FrameResult` the embedded reference produces, after the
+   :class:`~softening.schemas.FrameResult` the embedded reference produces, after the
    guard rails of :mod:`softening.datasets.guards` (the rules imported vasprun files obey too).
 
 The output of the replaced job is that ``FrameResult``, so the comparison job takes VASP and
@@ -49,7 +49,7 @@ from pymatgen.core import Structure
 from softening.datasets.guards import judge_vasp_run
 from softening.datasets.readers import vasp_run_info, vasp_step_metadata, vasp_stress_to_ase
 from softening.errors import CalculationError, InputError, SofteningError
-from softening.stores.documents import CodeInfo, FrameResult, FrameSpec, content_key
+from softening.schemas import CodeInfo, FrameResult, FrameSpec, content_key
 from softening.stores.queries import find_output_by_key
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from softening.errors import ModelError
+from softening.schemas import ModelInfo
 from softening.settings import get_settings
-from softening.stores.documents import ModelInfo
 
 CHGNET_VERSIONS = {"0.3.0", "0.2.0", "r2scan"}
 _LOCK = threading.Lock()

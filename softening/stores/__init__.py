@@ -1,8 +1,8 @@
-"""Store configuration, output documents and queries."""
+"""Store configuration, queries and builders (output documents live in :mod:`softening.schemas`)."""
 
 from __future__ import annotations
 
-from softening.stores.documents import (
+from softening.schemas import (
     CodeInfo,
     FrameResult,
     FrameSpec,

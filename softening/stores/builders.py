@@ -35,7 +35,7 @@ from jobflow import JobStore
 from maggma.core import Builder, Store
 from pydantic import BaseModel, Field
 
-from softening.stores.documents import SofteningDoc
+from softening.schemas import SofteningDoc
 from softening.stores.factory import sibling_store
 
 __all__ = [

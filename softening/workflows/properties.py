@@ -6,7 +6,7 @@
 - :class:`PropertiesFlowMaker`: the reference computed too, per structure and property
   (:class:`~softening.makers.phonons.PhononMaker`).
 
-Outputs are :class:`~softening.stores.documents.PropertyDoc` subclasses, stored as job outputs;
+Outputs are :class:`~softening.schemas.PropertyDoc` subclasses, stored as job outputs;
 :func:`query_property_docs` finds them by property, material and model.
 """
 

@@ -17,7 +17,7 @@ from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.stores.documents import FrameResult
+from softening.schemas import FrameResult
 
 
 @dataclass

@@ -12,7 +12,7 @@ STAMP="$VENV/.softening-installed"
 PYTHON=${PYTHON:-python3.11}
 CONSTRAINTS=${SOFTENING_CONSTRAINTS:-$ROOT/requirements/ci-constraints.txt}
 APT_PKGS="libxc-dev libopenblas-dev libfftw3-dev pkg-config"
-# SLURM and munge: tests/test_slurm.py starts a private single-node cluster from them (~20 s install;
+# SLURM and munge: tests/hpc/test_slurm.py starts a private single-node cluster from them (~20 s install;
 # nothing is started or enabled here).
 SLURM_PKGS="slurmctld slurmd slurm-client munge"
 

@@ -1,17 +1,26 @@
-"""Output documents. Every field carries a description with its unit; provenance is recorded."""
+"""Output documents, the one home of every schema the package writes.
+
+Every field carries a description with its unit; provenance is recorded. Every layer may import
+this module; it imports nothing from the package.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any
+from functools import total_ordering
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymatgen.core import Structure
 
 __all__ = [
+    "Flag",
+    "flag_texts",
+    "StudyResult",
     "BarrierDoc",
     "BarrierValues",
     "CodeInfo",
@@ -44,6 +53,51 @@ __all__ = [
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@total_ordering
+class Flag(BaseModel):
+    """A warning attached to a result: a kind that queries filter on, and a human detail.
+
+    Kinds are snake_case words (``unconverged``, ``hubbard_u``, ``low_precision``, ``missing_frames``,
+    ``uncorrelated``, ``nac_ignored``...). Text written as ``"kind: detail"`` (how dataset readers and
+    documents stored by earlier versions write flags) is accepted and split.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description="What kind of warning (snake_case; what queries filter on).")
+    detail: str = Field("", description="What exactly, for a human (free text).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return cls.parse(value)
+        return value
+
+    @staticmethod
+    def parse(text: str) -> dict[str, str]:
+        """``"kind: detail"`` -> ``{"kind": ..., "detail": ...}``; other text is a ``note``."""
+        kind, sep, detail = text.partition(":")
+        kind = kind.strip()
+        if _KIND.match(kind):
+            return {"kind": kind, "detail": detail.strip() if sep else ""}
+        return {"kind": "note", "detail": text.strip()}
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}" if self.detail else self.kind
+
+    def __lt__(self, other: Flag) -> bool:
+        return (self.kind, self.detail) < (other.kind, other.detail)
+
+
+def flag_texts(flags: list[Flag]) -> list[str]:
+    """The flags as ``"kind: detail"`` text (the ``--json`` and table form)."""
+    return [str(f) for f in flags]
 
 
 def content_key(structure: Structure, code: str, settings: dict[str, Any]) -> str:
@@ -113,7 +167,9 @@ class FrameResult(BaseModel):
     )
     code: CodeInfo = Field(description="The code that produced the result, version and settings.")
     converged: bool = Field(True, description="Whether the calculation converged (SCF for DFT).")
-    flags: list[str] = Field(default_factory=list, description="Warnings about this result.")
+    flags: list[Flag] = Field(
+        default_factory=list, description="Warnings about this result (kind, detail)."
+    )
     content_key: str | None = Field(
         None, description="SHA-256 of structure + code + settings; equal keys = same result."
     )
@@ -128,6 +184,9 @@ class FrameResult(BaseModel):
 class UMLIPResults(BaseModel):
     """Single points of many frames with one uMLIP."""
 
+    #: Fields kept in the JobStore's ``data`` store (large arrays), not in the document.
+    data_fields: ClassVar[tuple[str, ...]] = ("forces",)
+
     model: ModelInfo = Field(description="The uMLIP and its provenance.")
     frames: list[FrameResult] = Field(description="One result per frame, in input order.")
     wall_time: float | None = Field(None, description="Wall time of all evaluations, s.")
@@ -139,6 +198,9 @@ class UMLIPResults(BaseModel):
 
 class SofteningDoc(BaseModel):
     """The softening of one uMLIP on one material (or a pooled set), against a reference."""
+
+    #: Fields kept in the JobStore's ``data`` store (large arrays), not in the document.
+    data_fields: ClassVar[tuple[str, ...]] = ("forces_ml", "forces_ref")
 
     material_id: str = Field(
         description="Material identifier (or reduced formula); 'pooled' for all."
@@ -175,7 +237,9 @@ class SofteningDoc(BaseModel):
     missing_frames: list[str] = Field(
         default_factory=list, description="Frames whose reference or uMLIP result is missing."
     )
-    flags: list[str] = Field(default_factory=list, description="Warnings about this result.")
+    flags: list[Flag] = Field(
+        default_factory=list, description="Warnings about this result (kind, detail)."
+    )
     parent_uuids: list[str] = Field(
         default_factory=list, description="uuids of the jobs whose outputs were compared."
     )
@@ -207,6 +271,9 @@ class MDTrajectory(BaseModel):
 
 class MDResult(BaseModel):
     """A uMLIP NVT MD run used to sample high-energy frames."""
+
+    #: Fields kept in the JobStore's ``data`` store (large arrays), not in the document.
+    data_fields: ClassVar[tuple[str, ...]] = ("trajectory",)
 
     material_id: str = Field(description="Material identifier (or reduced formula).")
     formula: str = Field(description="Reduced formula.")
@@ -291,6 +358,24 @@ class VerificationDoc(BaseModel):
 # ---- properties (phonons now; surfaces, vacancies, migration barriers next) ------------------------
 
 
+class StudyResult(BaseModel):
+    """What a softening study flow outputs, typed by role (one container, not a mixed list).
+
+    :class:`~softening.workflows.softening.SofteningFlowMaker` outputs a dict with these keys; the
+    resolved outputs validate into this model.
+    """
+
+    softening: list[SofteningDoc] = Field(
+        default_factory=list,
+        description="One comparison per material and model: scale, MAE, cMAE (eV/Å) and more.",
+    )
+    verification: list[VerificationDoc] = Field(
+        default_factory=list,
+        description="One held-out check of the correction per material and model (when the "
+        "study corrects the models).",
+    )
+
+
 class PhononSetup(BaseModel):
     """What fixes a finite-displacement phonon calculation: cell, supercell and displacements.
 
@@ -339,8 +424,8 @@ class PropertyDoc(BaseModel):
         description="The property's headline uMLIP/reference ratio (phonons: highest-frequency "
         "ratio; dimensionless, < 1 = softened).",
     )
-    flags: list[str] = Field(
-        default_factory=list, description="Warnings, as '<kind>: <detail>' strings."
+    flags: list[Flag] = Field(
+        default_factory=list, description="Warnings about this result (kind, detail)."
     )
     sources: list[str] = Field(
         default_factory=list, description="Input files of the reference data (when read)."
@@ -435,6 +520,9 @@ class PhononArrays(BaseModel):
 
 class PhononDoc(PropertyDoc):
     """Phonons of one material with one uMLIP against a reference (finite displacements)."""
+
+    #: Fields kept in the JobStore's ``data`` store (large arrays), not in the document.
+    data_fields: ClassVar[tuple[str, ...]] = ("arrays",)
 
     property: str = Field("phonon", description="Property name: 'phonon'.")
     values: PhononValues = Field(description="Frequencies, force figures, thermal properties.")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from softening.errors import SofteningError
+from softening.errors import InputError, SofteningError
 
 DEFAULT_CONFIG_FILE = Path("~/.softening.yaml").expanduser()
 
@@ -300,3 +300,32 @@ def get_settings() -> SofteningSettings:
         See :func:`load_settings`.
     """
     return load_settings()
+
+
+# ---- store specs: what a store setting names (the store factory builds it) ----------------------
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+URI_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+StoreKind = Literal["embedded", "mongodb", "config"]
+
+
+def resolve_store_spec(store: str | Path | None = None) -> str:
+    """The store spec to use: the argument, else the ``store`` setting."""
+    return str(store) if store is not None else get_settings().store
+
+
+def store_kind(spec: str | Path) -> StoreKind:
+    """Which kind of store a spec names: ``embedded`` (folder), ``mongodb`` or ``config`` (file)."""
+    text = str(spec).strip()
+    if text.startswith(URI_SCHEMES) or text == "mongodb":
+        return "mongodb"
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise InputError(
+            f"store {redact(text)!r}: unknown scheme {scheme!r}; give a folder, a mongodb:// or "
+            "mongodb+srv:// URI, or a .yaml store config"
+        )
+    if Path(text).suffix.lower() in CONFIG_SUFFIXES:
+        return "config"
+    return "embedded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -43,9 +44,41 @@ def store(tmp_path):
     return get_job_store(tmp_path / "db")
 
 
+def in_ci() -> bool:
+    """True on CI (``CI=true``), where ../shared is always beside the clone."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def require(path: Path) -> None:
+    """Inside a test: skip when a shared file is absent, or fail on CI, saying which.
+
+    On CI a missing file means a broken checkout, and a silent skip would let a green run hide
+    the tests that read the real data.
+    """
+    if path.exists():
+        return
+    message = f"{path} is absent (../shared not beside)"
+    if in_ci():
+        pytest.fail(f"{message}; on CI it must be there", pytrace=False)
+    pytest.skip(message)
+
+
 def needs(path: Path):
-    """Skip a test when a shared file is absent, saying which."""
-    return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent (../shared not beside)")
+    """Decorate a test that reads a shared file: skipped when it is absent (failed on CI)."""
+
+    def decorate(test):
+        if path.exists():
+            return test
+        if in_ci():
+
+            @functools.wraps(test)  # keeps the signature, so fixtures still resolve
+            def failing(*args, **kwargs):
+                require(path)
+
+            return failing
+        return pytest.mark.skip(reason=f"{path} is absent (../shared not beside)")(test)
+
+    return decorate
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +93,7 @@ def tiny_mace(tmp_path_factory) -> Path:
     from softening.datasets import read_frames
 
     src = DATA / "mlearn" / "Si" / "training.json"
-    if not src.exists():
-        pytest.skip(f"{src} is absent")
+    require(src)
     work = tmp_path_factory.mktemp("mace")
     frames = read_frames(src)[:20]
     atoms = []

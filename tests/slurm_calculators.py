@@ -1,4 +1,4 @@
-"""An EMT reference that queue jobs can be told to fail or to hang (for tests/test_slurm.py).
+"""An EMT reference that queue jobs can be told to fail or to hang (for tests/hpc/test_slurm.py).
 
 Reference jobs run in SLURM jobs, where no keyword arguments reach the calculator: it is driven by
 files in the folder named by ``SOFTENING_TEST_CONTROL`` (the environment reaches the job through

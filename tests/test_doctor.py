@@ -148,7 +148,7 @@ def test_missing_gpaw_names_the_extra(monkeypatch):
 
 def test_missing_mace_names_the_extra(monkeypatch, tmp_path):
     from softening.errors import ModelError
-    from softening.models.factory import _import_mace
+    from softening.models.backends.mace import _import_mace
 
     monkeypatch.setitem(sys.modules, "mace", None)
     monkeypatch.setitem(sys.modules, "mace.calculators", None)

@@ -1,7 +1,8 @@
-"""Linear correction of a softened uMLIP and the choice of frames to fit it on (pure functions).
+"""The scale correction of a softened uMLIP and the choice of frames to fit it on (pure functions).
 
-The paper (Deng et al. 2025) corrects a softened model with one scalar ``c``: ``E' = c E``, so
-``F' = c F`` and ``σ' = c σ``, fitted on one high-energy DFT frame. Two closed forms are offered:
+The paper (Deng et al. 2025) corrects a softened model with one correction factor ``c``:
+``E' = c E``, so ``F' = c F`` and ``σ' = c σ``, fitted on one high-energy DFT frame (the ``scale``
+mode of a correction; the others fine-tune). Two closed forms are offered:
 
 ``lstsq``
     least squares of ``c f_ml`` onto ``f_dft``: ``c = Σ f_ml·f_dft / Σ f_ml²``. This is what the
@@ -25,7 +26,7 @@ FRAME_CHOICES = ("highest-energy", "largest-force", "random")
 
 
 def correction_factor(f_ml: Any, f_dft: Any, method: str = "lstsq") -> float:
-    """The scalar ``c`` that multiplies the uMLIP's energy, forces and stress.
+    """The correction factor ``c`` that multiplies the uMLIP's energy, forces and stress.
 
     Parameters
     ----------
@@ -90,8 +91,9 @@ def train_scalar_layer(
     lr: float = 1e-2,
     lr_min: float = 1e-5,
 ) -> float:
-    """The paper's correction: a scalar layer ``c`` (initialised to 1) trained with Adam, all else
-    frozen, on the MSE loss ``w_e·MSE(c e_ml − e_dft per atom) + w_f·MSE(c f_ml − f_dft)``.
+    """The scale correction trained as the paper does: a scalar layer ``c`` (initialised to 1)
+    trained with Adam, all else frozen, on the MSE loss
+    ``w_e·MSE(c e_ml − e_dft per atom) + w_f·MSE(c f_ml − f_dft)``.
 
     With everything else frozen, the model's outputs are constants, so the layer can be trained on
     them directly. Energies are compared per atom after removing the mean offset (DFT codes differ

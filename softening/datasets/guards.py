@@ -27,18 +27,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from typing import Any
 
 from softening.datasets.frames import Frame
 from softening.errors import InputError
+from softening.mp_rules import mp_config, mp_hubbard_u
 
 __all__ = [
     "MIN_ENCUT",
     "GuardReport",
     "apply_guard_rails",
     "judge_vasp_run",
-    "mp_hubbard_u",
     "vasp_setting_flags",
 ]
 
@@ -118,29 +117,6 @@ class GuardReport:
 # ------------------------------------------------------------------------------------------------
 
 
-@cache
-def _mp_config() -> dict[str, Any]:
-    from pymatgen.io.vasp.sets import MPRelaxSet
-
-    return MPRelaxSet.CONFIG
-
-
-def mp_hubbard_u(elements: Iterable[str]) -> dict[str, float]:
-    """MP's U values (eV, on d states) for a compound of ``elements``.
-
-    As pymatgen's ``MPRelaxSet``: the table of the most electronegative element is used, and only
-    oxides and fluorides have one.
-    """
-    from pymatgen.core import Element
-
-    elements = set(elements)
-    if not elements:
-        return {}
-    anion = max(elements, key=lambda el: Element(el).X)
-    table = _mp_config()["INCAR"]["LDAUU"].get(anion, {})
-    return {el: float(u) for el, u in table.items() if el in elements and u}
-
-
 def _potcar_name(symbol: str) -> str:
     """``"PAW_PBE Fe_pv 06Sep2000"`` -> ``"Fe_pv"``; a bare ``"Fe_pv"`` is returned as is."""
     parts = symbol.split()
@@ -189,7 +165,7 @@ def vasp_setting_flags(
     params = run_info.get("parameters", {})
     symbols = list(run_info.get("potcar_symbols") or [])
     elements = sorted(set(elements))
-    config = _mp_config()
+    config = mp_config()
     flags: list[str] = []
 
     # Functional: a hybrid, a meta-GGA, or a GGA tag other than PBE (an unset GGA means the

@@ -9,6 +9,8 @@ Layering: only the command line imports this package; it imports ``workflows``, 
   settings name (resolved on the worker, credentials never in the LaunchPad).
 - :mod:`softening.hpc.submit`: flow -> FireWorks workflow with ``umlip`` / ``dft`` categories,
   queue submission, the ``--single-job`` script.
+- :mod:`softening.hpc.run_serialized`: what a ``--single-job`` script runs: a serialised flow into
+  the store, with the parallel executor (:mod:`softening.hpc.local`).
 - :mod:`softening.hpc.status`: flows and jobs with their states.
 - :mod:`softening.hpc.rerun`: failed and lost runs (heartbeats, and SLURM's own view).
 - :mod:`softening.hpc.slurm`: ``squeue`` / ``scontrol`` / jobcomp log / ``sacct`` / ``sbatch``.
@@ -33,6 +35,7 @@ from softening.hpc.slurm import SlurmJobState, slurm_job_state
 from softening.hpc.status import flow_status
 from softening.hpc.submit import (
     QueuedJob,
+    SingleJob,
     SubmitResult,
     launch_ready,
     submit_flow,
@@ -47,6 +50,7 @@ __all__ = [
     "QueueGroup",
     "QueuedJob",
     "RerunPlan",
+    "SingleJob",
     "SlurmJobState",
     "SubmitResult",
     "apply_rerun",

@@ -540,28 +540,34 @@ def _shareable(store: Any) -> bool:
     return True
 
 
-def flow_outputs(flow: Any, store: Any) -> list[Any]:
+def flow_outputs(flow: Any, store: Any) -> Any:
     """The outputs of a finished flow's output references, as their pydantic documents.
 
-    A reference whose job failed is left out.
+    The flow's output keeps its shape: a list stays a list, a dict of lists (a
+    :class:`~softening.schemas.StudyResult`-shaped output) stays a dict. A reference whose job
+    failed is left out of its list.
     """
     from softening import schemas
 
-    refs = flow.output if isinstance(flow.output, list) else [flow.output]
-    out = []
-    for ref in refs:
-        if ref is None:
-            continue
+    def load(ref: Any) -> Any:
         doc = store.query_one(
             {"uuid": ref.uuid}, properties=["output"], sort={"index": -1}, load=True
         )
         if doc is None or doc.get("output") is None:
-            continue
+            return None
         data = doc["output"]
         cls = getattr(schemas, str(data.get("@class")), None) if isinstance(data, dict) else None
         if cls is None:
-            out.append(data)
-            continue
-        clean = {k: v for k, v in data.items() if not k.startswith("@")}
-        out.append(cls.model_validate(clean))
-    return out
+            return data
+        return cls.model_validate({k: v for k, v in data.items() if not k.startswith("@")})
+
+    def resolve(output: Any) -> Any:
+        if isinstance(output, dict):
+            return {k: resolve(v) for k, v in output.items()}
+        if isinstance(output, list | tuple):
+            loaded = (resolve(r) for r in output if r is not None)
+            return [x for x in loaded if x is not None]
+        return None if output is None else load(output)
+
+    out = resolve(flow.output)
+    return out if isinstance(out, dict | list) else [x for x in [out] if x is not None]

@@ -10,6 +10,9 @@ Queue jobs (FireWorks' queue launcher, :func:`fireworks.queue.queue_launcher.lau
 Children become READY only when their parents complete, so every queue job, before it exits,
 submits what its work made READY (``--qadapter`` of :mod:`softening.hpc.rlaunch`); no daemon on the
 login node is needed. ``softening submit --launch`` without structures queues what is READY now.
+
+``--single-job`` (no MongoDB): the flow is written as JSON into a launch folder and one SLURM job
+runs it there (:mod:`softening.hpc.run_serialized`) with the parallel executor.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ if TYPE_CHECKING:
     import jobflow
     from fireworks import LaunchPad
 
-__all__ = ["QueuedJob", "SubmitResult", "launch_ready", "submit_flow", "submit_single_job"]
+__all__ = [
+    "QueuedJob",
+    "SingleJob",
+    "SubmitResult",
+    "launch_ready",
+    "submit_flow",
+    "submit_single_job",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -237,41 +247,51 @@ class SingleJob:
     store
         The store the run writes to.
     out
-        The ``softening run --out`` folder (summary, plots).
+        Folder of the run's summary and plots (``summary.json``, ``parity.png``).
+    flow_file
+        The serialised flow the script runs (:mod:`softening.hpc.run_serialized`).
     """
 
     script: Path
     slurm_job_id: str
     store: str
     out: Path
+    flow_file: Path | None = None
 
 
 def submit_single_job(
-    run_args: list[str],
+    flow: jobflow.Flow,
     store: str | None,
     group: QueueGroup | None,
     launch_dir: str | Path,
+    study: dict[str, Any] | None = None,
 ) -> SingleJob:
-    """Write one SLURM script that runs ``softening run RUN_ARGS`` in its allocation, and sbatch it.
+    """Write ``flow`` into a new launch folder, and sbatch one script that runs it there.
 
-    For users without a MongoDB for FireWorks: the whole flow runs inside one allocation, its
-    results in the store (an embedded folder on the shared filesystem by default).
+    For users without a MongoDB for FireWorks: the whole flow, serialised (jobflow objects are
+    JSON-serialisable), runs inside one allocation with the parallel executor
+    (:func:`softening.hpc.local.run_flow`), its results in the store (an embedded folder on the
+    shared filesystem by default). Check everything before calling this: nothing is rebuilt on the
+    compute node.
 
     Parameters
     ----------
-    run_args
-        Arguments of ``softening run`` (absolute structure paths and flow options; ``--store`` and
-        ``--out`` are added here).
+    flow
+        The flow, e.g. ``StudyOptions(...).build(files, local_checks=False).flow``.
     store
-        Store spec (default: the ``store`` setting), made absolute.
+        Store spec (default: the ``store`` setting), made absolute and credential-free.
     group
         Queue parameters (partition, walltime, account...; the ``rocket_launch`` is replaced), or
         ``None`` for one node, one task and no walltime.
     launch_dir
-        Parent folder of the job's folder (script, SLURM output, ``results/``).
+        Parent folder of the job's folder (script, ``flow.json``, SLURM output, ``results/``).
+    study
+        The :class:`~softening.workflows.study.StudyOptions` of a study flow (as a dict): the job
+        then also writes the ``softening run`` summary and parity plot into ``results/``.
     """
     from fireworks.user_objects.queue_adapters.common_adapter import CommonAdapter
 
+    from softening.hpc.run_serialized import write_serialized
     from softening.hpc.slurm import sbatch
 
     spec = worker_store_spec(store)
@@ -279,12 +299,12 @@ def submit_single_job(
     folder = Path(launch_dir).resolve() / f"single_{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "results"
+    flow_file = write_serialized(folder / "flow.json", flow, study=study)
     cmd = [
         sys.executable,
         "-m",
-        "softening.cli",
-        "run",
-        *run_args,
+        "softening.hpc.run_serialized",
+        str(flow_file),
         "--store",
         spec,
         "--out",
@@ -299,4 +319,4 @@ def submit_single_job(
     script = folder / "softening-run.sh"
     script.write_text(adapter.get_script_str(str(folder)))
     job_id = sbatch(script, cwd=folder)
-    return SingleJob(script=script, slurm_job_id=job_id, store=spec, out=out)
+    return SingleJob(script=script, slurm_job_id=job_id, store=spec, out=out, flow_file=flow_file)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from jobflow import JobConfig, job
-from jobflow.core.reference import OnMissing
 
 from softening.analysis.metrics import is_uncorrelated, softening_metrics
 from softening.errors import InputError
+from softening.makers.base import softening_job
 from softening.schemas import (
     CodeInfo,
+    Flag,
     FrameResult,
     ModelInfo,
     SofteningDoc,
@@ -21,7 +21,7 @@ from softening.schemas import (
 logger = logging.getLogger(__name__)
 
 # Flag of a result whose scale CI reaches 0 (softening.analysis.metrics.is_uncorrelated).
-UNCORRELATED = "uncorrelated: scale CI includes 0, cMAE not meaningful"
+UNCORRELATED = Flag(kind="uncorrelated", detail="scale CI includes 0, cMAE not meaningful")
 
 
 def compare_results(
@@ -54,7 +54,7 @@ def compare_results(
         )
     flags = sorted({fl for k in paired for fl in ref_by_id[k].flags})
     if any(not ref_by_id[k].converged for k in paired):
-        flags.append("unconverged reference")
+        flags.append(Flag(kind="unconverged", detail="reference"))
     return softening_doc(
         keys=paired,
         f_ml=[np.asarray(ml_by_id[k].forces, dtype=float) for k in paired],
@@ -83,7 +83,7 @@ def softening_doc(
     formula: str,
     model: ModelInfo,
     reference: CodeInfo,
-    flags: list[str] | None = None,
+    flags: list[Flag] | None = None,
     missing: list[tuple[str, str]] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -133,7 +133,7 @@ def softening_doc(
     pooled = len(materials) > 1
     flags = list(flags or [])
     if missing:
-        flags.append(f"{len(missing)} frame(s) missing")
+        flags.append(Flag(kind="missing_frames", detail=f"{len(missing)} frame(s) missing"))
     if is_uncorrelated(m.scale_ci):
         flags.append(UNCORRELATED)
     return SofteningDoc(
@@ -198,10 +198,7 @@ def _reference_code(refs: list[FrameResult]) -> CodeInfo:
     return CodeInfo(name="+".join(sorted({c[0] for c in codes})), version=None, settings={})
 
 
-@job(
-    data=["forces_ml", "forces_ref"],
-    config=JobConfig(on_missing_references=OnMissing.NONE, expose_store=True),
-)
+@softening_job(SofteningDoc, tolerant=True, store=True, replaces=True, name="compare")
 def compare_job(
     references: list[FrameResult | None],
     umlip: UMLIPResults,
@@ -209,24 +206,26 @@ def compare_job(
     n_bootstrap: int = 1000,
     seed: int = 0,
     expected_frames: list[str] | None = None,
+    parent_uuids: list[str] | None = None,
 ) -> SofteningDoc:
     """jobflow job around :func:`compare_results`; tolerates failed reference jobs.
 
     A comparison of exactly the same inputs stored before is reused: its forces are referenced,
-    not stored again (see :mod:`softening.makers.reuse`).
+    not stored again (see :mod:`softening.makers.reuse`). ``parent_uuids`` (the reference and uMLIP
+    jobs, recorded as provenance) are not part of the content key: a rerun of the same inputs from
+    another flow reuses the result and records its own parents.
     """
-    from jobflow import CURRENT_JOB
 
-    from softening.makers.reuse import find_stored_output, reuse_response
+    from softening.makers.reuse import reuse_stored
 
     key = compare_content_key(references, umlip, material_id, n_bootstrap, seed, expected_frames)
-    if key is not None:
-        stored = find_stored_output(CURRENT_JOB.store, key, "SofteningDoc")
-        if stored is not None:
-            logger.info("comparison of %s reused from the store", material_id or "all frames")
-            return reuse_response(stored[1], f"{CURRENT_JOB.job.name} (reused)", reused=True)
+    parents = list(parent_uuids or [])
+    what = f"comparison of {material_id or 'all frames'}"
+    reused = reuse_stored(key, "SofteningDoc", what, parent_uuids=parents)
+    if reused is not None:
+        return reused
     doc = compare_results(references, umlip, material_id, n_bootstrap, seed, expected_frames)
-    doc = doc.model_copy(update={"content_key": key})
+    doc = doc.model_copy(update={"content_key": key, "parent_uuids": parents})
     if doc.missing_frames:
         logger.warning(
             "%s / %s: reference missing for frame(s) %s; rerun to complete",

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from jobflow import Flow, JobConfig, Maker, job
-from jobflow.core.reference import OnMissing
+from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.analysis.defects import (
@@ -40,6 +39,7 @@ from softening.analysis.defects import (
     vacancy_formation_energy,
 )
 from softening.errors import CalculationError, InputError
+from softening.makers.base import softening_job
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.surfaces import BULK, relax_frames_job
 from softening.makers.umlip import UMLIPStaticMaker
@@ -252,7 +252,7 @@ def compare_vacancy_results(
     )
 
 
-@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+@softening_job(VacancyDoc, tolerant=True, name="vacancy compare")
 def vacancy_compare_job(
     inputs: dict[str, Any],
     references: list[FrameResult | None],
@@ -327,7 +327,7 @@ class VacancyMaker(Maker):
         jobs = []
         for frame in frames:
             j = self.reference_maker.make(frame)
-            j.name = f"{self.reference_maker.name} {mid} {frame.frame_id}"
+            j.append_name(f" {mid} {frame.frame_id}")
             jobs.append(j)
         refs = [j.output for j in jobs]
         ref_relaxed = None
@@ -341,7 +341,7 @@ class VacancyMaker(Maker):
         outputs = []
         for spec in self.models:
             ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.name = f"{self.umlip_maker.name} {spec} {mid} vacancies"
+            ml.append_name(f" {spec} {mid} vacancies")
             jobs.append(ml)
             ml_relaxed, parents = None, [j.uuid for j in jobs]
             if self.relax:
@@ -351,7 +351,7 @@ class VacancyMaker(Maker):
                 ml_relaxed = mr.output
                 parents.append(mr.uuid)
             cmp = vacancy_compare_job(inputs, refs, ml.output, ref_relaxed, ml_relaxed, parents)
-            cmp.name = f"vacancy compare {mid} {spec}"
+            cmp.append_name(f" {mid} {spec}")
             jobs.append(cmp)
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
@@ -473,7 +473,7 @@ def neb_path(
     }
 
 
-@job(config=JobConfig(expose_store=True))
+@softening_job(NEBResult, store=True, name="neb")
 def neb_job(
     initial: Structure,
     final: Structure,
@@ -487,8 +487,8 @@ def neb_job(
     settings finished before); a NEB that did not converge is kept and flagged ``converged=False``."""
     from jobflow import CURRENT_JOB
 
+    from softening.makers.reuse import find_stored_output
     from softening.models import load_model
-    from softening.stores.queries import find_output_by_key
 
     loaded = load_model(model)
     final_key = {
@@ -497,9 +497,9 @@ def neb_job(
         "factor": loaded.factor,
     }
     key = content_key(initial, f"neb:{loaded.name}", {**settings, **final_key})
-    cached = find_output_by_key(CURRENT_JOB.store, key, "NEBResult")
-    if cached is not None:
-        return NEBResult.model_validate({**cached, "reused": True})
+    stored = find_stored_output(CURRENT_JOB.store, key, "NEBResult", load=True)
+    if stored is not None:
+        return NEBResult.model_validate({**stored[1], "reused": True})
     t0 = time.perf_counter()
     out = neb_path(initial, final, loaded.calculator, **settings)
     formula = initial.composition.reduced_formula
@@ -592,7 +592,7 @@ def compare_barrier_results(
     )
 
 
-@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+@softening_job(BarrierDoc, tolerant=True, name="barrier compare")
 def barrier_compare_job(
     neb: NEBResult, references: list[FrameResult | None], parent_uuids: Sequence[str] = ()
 ) -> BarrierDoc:
@@ -675,18 +675,18 @@ class BarrierMaker(Maker):
         jobs, outputs = [], []
         for spec in self.models:
             neb = neb_job(initial, final, mid, path, dist, spec, self.settings())
-            neb.name = f"neb {spec} {mid}"
+            neb.append_name(f" {spec} {mid}")
             refs = []
             for k in range(self.n_images + 2):
                 # The images are known only when the NEB ran: each reference job takes its
                 # frame from the NEB's output (and is reused by content key on a rerun).
                 r = self.reference_maker.make(neb.output.frames[k])
-                r.name = f"{self.reference_maker.name} {mid} {spec} image-{k:02d}"
+                r.append_name(f" {mid} {spec} image-{k:02d}")
                 refs.append(r)
             cmp = barrier_compare_job(
                 neb.output, [r.output for r in refs], [neb.uuid, *(r.uuid for r in refs)]
             )
-            cmp.name = f"barrier compare {mid} {spec}"
+            cmp.append_name(f" {mid} {spec}")
             jobs += [neb, *refs, cmp]
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid}")

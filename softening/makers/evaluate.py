@@ -29,7 +29,7 @@ from jobflow import JobConfig, Maker, job
 
 from softening.errors import InputError
 from softening.makers.compare import _natural, softening_doc
-from softening.schemas import CodeInfo, ModelInfo, SofteningDoc
+from softening.schemas import CodeInfo, Flag, ModelInfo, SofteningDoc, flag_texts
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,8 @@ logger = logging.getLogger(__name__)
 #: processes overlaps the model well, small enough that memory stays flat.
 CHUNK_FRAMES = 256
 
-#: Fields of a SofteningDoc kept in the ``data`` store.
-DATA_FIELDS = ["forces_ml", "forces_ref"]
 
-MIXED_COMPOSITION = "mixed_composition"
+MIXED_COMPOSITION = Flag(kind="mixed_composition")
 
 
 @dataclass(slots=True)
@@ -123,16 +121,16 @@ def material_summary(d: SofteningDoc) -> dict[str, Any]:
         "n_frames": d.n_frames,
         "energy_mae_per_atom": d.energy_mae_per_atom,
         "missing_frames": d.missing_frames,
-        "flags": d.flags,
+        "flags": flag_texts(d.flags),
     }
 
 
-def store_output(store: Any, output: Any, name: str, data_fields: list[str] | None = None) -> str:
+def store_output(store: Any, output: Any, name: str) -> str:
     """Write ``output`` into ``store`` as a finished job's output document; return its uuid.
 
     The document is the one ``jobflow.Job.run`` writes (uuid, index 1, output, completed_at,
-    metadata, hosts, name), large fields going to the ``data`` additional store, so results written
-    here and results of flows are read the same way.
+    metadata, hosts, name), its schema's ``data_fields`` going to the ``data`` additional store,
+    so results written here and results of flows are read the same way.
     """
     from jobflow.core.schemas import JobStoreDocument
     from monty.json import jsanitize
@@ -147,7 +145,8 @@ def store_output(store: Any, output: Any, name: str, data_fields: list[str] | No
         hosts=[],
         name=name,
     )
-    save = {"data": list(data_fields)} if data_fields else {}
+    data_fields = list(getattr(type(output), "data_fields", ()))
+    save = {"data": data_fields} if data_fields else {}
     store.update(doc, key=["uuid", "index"], save=save)
     return uuid
 
@@ -157,11 +156,11 @@ def _material_doc(
     model: ModelInfo,
     n_bootstrap: int,
     seed: int,
-    extra_flags: Iterable[str] = (),
+    extra_flags: Iterable[Flag] = (),
 ) -> SofteningDoc:
     pairs = sorted(pairs, key=lambda p: (p.material, _natural(p.frame_id)))
     codes = sorted({p.code for p in pairs})
-    flags = sorted({fl for p in pairs for fl in p.flags} | set(extra_flags))
+    flags = sorted({Flag.model_validate(fl) for p in pairs for fl in p.flags} | set(extra_flags))
     return softening_doc(
         keys=[(p.material, p.frame_id) for p in pairs],
         f_ml=[p.f_ml for p in pairs],
@@ -246,7 +245,7 @@ class _Accumulator:
             if material in self.written:  # frames of this material came back later: replace
                 self.store.remove_docs({"uuid": self.written[material]})
             self.written[material] = store_output(
-                self.store, doc, f"compare {material} {self.result.model.name}", DATA_FIELDS
+                self.store, doc, f"compare {material} {self.result.model.name}"
             )
         self.docs[material] = doc.model_copy(update={"forces_ml": None, "forces_ref": None})
 
@@ -260,7 +259,7 @@ class _Accumulator:
         pooled = _material_doc(all_pairs, result.model, self.n_bootstrap, self.seed)
         if len(self.pairs) > 1 and self.store is not None:
             # Pooled: one slope over all components of all frames, never a mean of slopes.
-            store_output(self.store, pooled, f"compare pooled {result.model.name}", DATA_FIELDS)
+            store_output(self.store, pooled, f"compare pooled {result.model.name}")
         ordered = sorted(all_pairs, key=lambda p: (p.material, _natural(p.frame_id)))
         result.pooled_forces = (
             np.concatenate([p.f_ref for p in ordered]),
@@ -483,3 +482,34 @@ class DatasetEvaluationMaker(Maker):
             seed=self.seed,
         )
         return result.summary()
+
+
+def evaluation_summary(
+    evaluation: DatasetEvaluation, out: str | Path | None = None
+) -> dict[str, Any]:
+    """The ``softening evaluate --json`` object, with the figures when ``out`` is given.
+
+    Per model (canonical name): ``"pooled"``, one fit over every force component of every frame
+    of every material (never a mean of per-material slopes; with one material, that material's own
+    result), with ``n_materials`` and ``fraction_softened`` (:func:`fraction_softened`: the share
+    of materials, not frames, with ``scale < 1``); and ``"materials"``, one entry per material id
+    (:func:`material_summary`), sorted by id. ``"inputs"``: per VASP file read, the steps kept and
+    dropped and its flags. With ``out``: ``"plot"`` (scale distribution) and ``"parity"`` (pooled
+    forces), see :func:`evaluation_plots`.
+
+    Parameters
+    ----------
+    evaluation
+        From :func:`evaluate_datasets`.
+    out
+        Folder for the figures, or ``None`` for none.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``{"models": {NAME: {"pooled": {...}, "materials": [...]}}, ...}``.
+    """
+    result = evaluation.summary()
+    if out is not None:
+        result.update(evaluation_plots(evaluation, out))
+    return result

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jobflow import JobConfig, Maker, job
-from jobflow.core.reference import OnMissing
+from jobflow import Maker, job
 
 from softening.analysis.correction import (
     CORRECTION_METHODS,
@@ -24,7 +23,9 @@ from softening.analysis.correction import (
 )
 from softening.analysis.metrics import corrected_force_mae, force_mae, scale_through_origin
 from softening.errors import InputError
-from softening.models.finetune import FINETUNE_MODES, FineTuneSettings
+from softening.makers.base import softening_job
+from softening.models.finetune import CORRECTION_MODES, FineTuneSettings
+from softening.models.trust import models_folder
 from softening.schemas import (
     CorrectionResult,
     FrameResult,
@@ -73,20 +74,10 @@ def split_frames(
     return train, held
 
 
-def models_folder(store: str | None = None) -> Path:
-    """Where corrected models are saved: the ``models`` folder of the embedded store (``store``,
-    default the ``store`` setting), or ``./softening-models`` beside a database server."""
-    from softening.stores.factory import resolve_store_spec, store_kind
-
-    spec = resolve_store_spec(store)
-    if store_kind(spec) != "embedded":
-        return Path("softening-models").resolve()
-    return (Path(spec).expanduser() / "models").resolve()
-
-
 @dataclass
 class CorrectionMaker(Maker):
-    """Fit a correction of ``model`` on ``train_frames`` frames per material.
+    """Fit a correction of ``model`` on ``train_frames`` frames per material; the result is a
+    corrected model, saved in ``models_dir``.
 
     Attributes
     ----------
@@ -95,22 +86,25 @@ class CorrectionMaker(Maker):
     model
         uMLIP spec to correct.
     mode
-        ``scale`` (a scalar on energy, forces and stress, closed form), ``head`` (fine-tune the
-        readout, backbone frozen) or ``full`` (fine-tune everything) with the family's trainer:
-        CHGNet's ``Trainer``, matgl's Lightning module, mace's ``run_train``.
+        One of :data:`~softening.models.finetune.CORRECTION_MODES`: ``scale`` (the scale
+        correction: one factor on energy, forces and stress, closed form), ``head`` (fine-tune the
+        readout, backbone frozen) or ``full`` (fine-tune everything) with the trainer of the
+        model's backend: CHGNet's ``Trainer``, matgl's Lightning module, mace's ``run_train``.
     method
-        Closed form of the scale mode: ``lstsq`` (what the paper's trained scalar layer converges
-        to) or ``inverse-scale`` (``c = 1/scale``).
+        Closed form of the scale correction: ``lstsq`` (what the paper's trained scalar layer
+        converges to) or ``inverse-scale`` (``c = 1/scale``).
     train_frames
-        Frames per material to fit on (the paper: 1 for the linear correction, ~10 to fine-tune).
+        Frames per material to fit on (the paper: 1 for the scale correction, ~10 to fine-tune).
     frame_choice
         ``highest-energy`` (default), ``largest-force`` or ``random``.
     finetune
         Fine-tuning hyper-parameters (the paper's CHGNet recipe by default).
     cross_check
-        Also train the paper's scalar layer (Adam on the frozen model's outputs) in scale mode.
+        Also train the scale correction as the paper does (a scalar layer, Adam on the frozen
+        model's outputs) as a cross-check.
     models_dir
-        Folder the corrected model is saved in (default: ``models`` in the embedded store).
+        Folder the corrected model is saved in (default:
+        :func:`~softening.models.trust.models_folder`).
     seed
         Seed of the frame choice and the training.
     """
@@ -131,8 +125,8 @@ class CorrectionMaker(Maker):
             # Back from JSON (a job sent to a worker process, or through FireWorks).
             keys = {k: v for k, v in self.finetune.items() if not k.startswith("@")}
             self.finetune = FineTuneSettings(**keys)
-        if self.mode not in FINETUNE_MODES:
-            raise InputError(f"mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+        if self.mode not in CORRECTION_MODES:
+            raise InputError(f"mode must be one of {CORRECTION_MODES}, got {self.mode!r}")
         if self.method not in CORRECTION_METHODS:
             raise InputError(f"method must be one of {CORRECTION_METHODS}, got {self.method!r}")
         if self.frame_choice not in FRAME_CHOICES:
@@ -140,7 +134,7 @@ class CorrectionMaker(Maker):
         if self.train_frames < 1:
             raise InputError("train frames must be >= 1")
 
-    @job(config=JobConfig(on_missing_references=OnMissing.NONE))
+    @softening_job(CorrectionResult, tolerant=True)
     def make(self, references: list[FrameResult | None]) -> CorrectionResult:
         """Fit the correction on the chosen frames of each material."""
         return fit_correction(references, self)
@@ -149,7 +143,7 @@ class CorrectionMaker(Maker):
 def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult:
     """What the correction job does (callable without jobflow)."""
     from softening.models import load_model
-    from softening.models.corrected import write_model_folder
+    from softening.models.corrected import write_corrected_model
     from softening.models.evaluate import evaluate_structures
 
     t0 = time.perf_counter()
@@ -187,13 +181,7 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
             )
         hyper = {"method": maker.method}
     else:
-        from softening.models.finetune import (
-            TrainingSet,
-            finetune_chgnet,
-            finetune_mace,
-            finetune_matgl,
-            save_chgnet,
-        )
+        from softening.models.finetune import TrainingSet, finetune_model, save_finetuned
 
         settings = FineTuneSettings(**{**maker.finetune.as_dict(), "mode": maker.mode})
         data = TrainingSet(
@@ -205,26 +193,8 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
         )
         if any(e is None for e in data.energies):
             raise InputError("fine-tuning needs reference energies for every training frame")
-        work = folder / "training"
-        if base.family == "chgnet":
-            net, history = finetune_chgnet(base.model, data, settings, work)
-            weights = "model.pth.tar"
-            save_chgnet(net, folder / weights)
-        elif base.family == "matgl":
-            pot, history = finetune_matgl(base.model, data, settings, work)
-            weights = "model"
-            pot.save(str(folder / weights))
-        elif base.family == "mace":
-            if base.path is None:
-                raise InputError("MACE fine-tuning needs the foundation model as a local file")
-            replay = Path(settings.replay_data) if settings.replay_data else None
-            out, history = finetune_mace(
-                Path(base.path), data, settings, work, dtype=base.dtype, replay=replay
-            )
-            weights = "model.model"
-            (folder / weights).write_bytes(out.read_bytes())
-        else:  # pragma: no cover - every family of the factory is handled above
-            raise InputError(f"no fine-tuning for model family {base.family!r}")
+        network, history = finetune_model(base, data, settings, folder / "training")
+        weights = save_finetuned(base, network, folder)
         hyper = settings.as_dict()
     if weights is not None:
         # The fine-tuned weights are ours: recorded so that they load later without an opt-in
@@ -235,7 +205,7 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
         record_written_model(
             folder.parent, [written] if written.is_file() else sorted(written.glob("*"))
         )
-    write_model_folder(
+    write_corrected_model(
         folder,
         name=name,
         base={"spec": maker.model, **base.info.model_dump()},
@@ -328,13 +298,13 @@ def verify_correction(references: list, correction: CorrectionResult) -> Verific
 
 def _spec_of(correction: CorrectionResult) -> str:
     """The spec to reload the base model: its weights path where it has one, else its name."""
-    from softening.models.corrected import read_model_folder
+    from softening.models.corrected import read_corrected_model
 
-    doc = read_model_folder(Path(correction.model.path))
+    doc = read_corrected_model(Path(correction.model.path))
     return doc["base"]["spec"]
 
 
-@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+@softening_job(VerificationDoc, tolerant=True, name="verify")
 def verify_job(references: list, correction: CorrectionResult) -> VerificationDoc:
     """jobflow job around :func:`verify_correction`."""
     return verify_correction(references, correction)

@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from jobflow import JobConfig, Maker, job
+from jobflow import Maker
 from pymatgen.core import Structure
 
 from softening.errors import CalculationError, InputError
-from softening.makers.reuse import find_stored_output, reuse_response
+from softening.makers.base import softening_job
+from softening.makers.reuse import reuse_stored
 from softening.schemas import MDResult, MDTrajectory, content_key
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class MDSamplingMaker(Maker):
         )
         return {k: getattr(self, k) for k in keys}
 
-    @job(data=["trajectory"], config=JobConfig(expose_store=True))
+    @softening_job(MDResult, store=True, replaces=True)
     def make(self, structure: Structure, material_id: str | None = None):
         """Run the MD, or reuse a stored run with the same start structure and settings.
 
@@ -117,19 +118,15 @@ class MDSamplingMaker(Maker):
         that outputs the stored result with its trajectory referenced, not copied (see
         :mod:`softening.makers.reuse`).
         """
-        from jobflow import CURRENT_JOB
 
         from softening.models import load_model
 
         key = content_key(structure, "md", self.settings())
-        stored = find_stored_output(CURRENT_JOB.store, key, "MDResult")
-        if stored is not None:
-            # Referenced, not copied: the trajectory stays the blob the first run stored.
-            logger.info("MD of %s reused from the store", structure.formula)
-            # The id is this flow's (a store written before may hold the same MD under an older id).
-            mid = material_id or structure.composition.reduced_formula
-            name = f"{CURRENT_JOB.job.name} (reused)"
-            return reuse_response(stored[1], name, reused=True, material_id=mid)
+        # The id is this flow's (a store written before may hold the same MD under an older id).
+        mid = material_id or structure.composition.reduced_formula
+        reused = reuse_stored(key, "MDResult", f"MD of {structure.formula}", material_id=mid)
+        if reused is not None:
+            return reused
         model = load_model(self.model)
         model.check_elements({el.symbol for el in structure.composition})
         t0 = time.perf_counter()

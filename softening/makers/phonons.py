@@ -25,8 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from jobflow import Flow, JobConfig, Maker, job
-from jobflow.core.reference import OnMissing
+from jobflow import Flow, Maker, job
 from pymatgen.core import Structure
 
 from softening.analysis.phonons import (
@@ -39,6 +38,7 @@ from softening.analysis.phonons import (
     harmonic_phonons,
 )
 from softening.errors import CalculationError, InputError
+from softening.makers.base import softening_job
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
@@ -384,7 +384,7 @@ def _band_ticks(
     return ticks
 
 
-@job(data=["arrays"], config=JobConfig(on_missing_references=OnMissing.NONE))
+@softening_job(PhononDoc, tolerant=True, name="phonon compare")
 def phonon_compare_job(
     setup: PhononSetup,
     references: list[FrameResult | None],
@@ -507,7 +507,7 @@ class PhononMaker(Maker):
                 list(self.mesh), self.temperature, self.imaginary_tol,
                 parent_uuids=[relax.uuid, ref.uuid, ml.uuid], setup_ml=ml.output["setup"],
             )  # fmt: skip
-            cmp.name = f"phonon compare {mid} {spec}"
+            cmp.append_name(f" {mid} {spec}")
             jobs += [ml, cmp]
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
@@ -519,12 +519,12 @@ class PhononMaker(Maker):
         outputs = []
         for spec in self.models:
             ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.name = f"{self.umlip_maker.name} {spec} {material_id} phonon"
+            ml.append_name(f" {spec} {material_id} phonon")
             cmp = phonon_compare_job(
                 setup, refs, ml.output, material_id, list(self.mesh), self.temperature,
                 self.imaginary_tol, parent_uuids=[*(j.uuid for j in jobs), ml.uuid],
             )  # fmt: skip
-            cmp.name = f"phonon compare {material_id} {spec}"
+            cmp.append_name(f" {material_id} {spec}")
             jobs += [ml, cmp]
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {material_id}")
@@ -546,7 +546,7 @@ class PhononMaker(Maker):
         jobs = []
         for frame in frames:
             j = self.reference_maker.make(frame)
-            j.name = f"{self.reference_maker.name} {material_id} {frame.frame_id}"
+            j.append_name(f" {material_id} {frame.frame_id}")
             jobs.append(j)
         return jobs, [j.output for j in jobs]
 

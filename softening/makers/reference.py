@@ -7,57 +7,23 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from jobflow import JobConfig, Maker, job
+from jobflow import Maker
 from pymatgen.core import Structure
 
 from softening.errors import InputError, SofteningError
+from softening.makers.base import softening_job
+from softening.makers.reuse import stored_frame_result
+from softening.mp_rules import mp_hubbard_u, mp_kpoint_mesh, mp_magmoms
 from softening.schemas import CodeInfo, FrameResult, FrameSpec, content_key
-from softening.stores.queries import find_output_by_key
 
 logger = logging.getLogger(__name__)
 
 EMT_ELEMENTS = frozenset({"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt", "H", "C", "N", "O"})
-
-
-def mp_kpoint_mesh(lattice: np.ndarray, kspacing: float) -> tuple[int, int, int]:
-    """Monkhorst-Pack mesh with at most ``kspacing`` (1/Å, 2π included, as VASP's KSPACING).
-
-    ``n_i = max(1, ceil(2π |b_i| / kspacing))`` with ``b_i`` the reciprocal vectors without 2π.
-    """
-    recip = np.linalg.inv(np.asarray(lattice, dtype=float)).T
-    return tuple(
-        max(1, math.ceil(2 * math.pi * float(np.linalg.norm(b)) / kspacing)) for b in recip
-    )
-
-
-def mp_hubbard_u(elements: set[str]) -> dict[str, float]:
-    """Materials Project U values (eV, on d states) for the elements of an oxide or fluoride."""
-    from pymatgen.io.vasp.sets import MPRelaxSet
-
-    incar = MPRelaxSet.CONFIG["INCAR"]
-    # MP applies U only when O or F is present; F takes precedence as in MPRelaxSet's ordering.
-    for anion in ("F", "O"):
-        if anion in elements:
-            return {el: u for el, u in incar["LDAUU"][anion].items() if el in elements and u}
-    return {}
-
-
-def mp_magmoms(structure: Structure) -> list[float] | None:
-    """MP initial magnetic moments (μB), or ``None`` when no magnetic element occurs."""
-    from pymatgen.io.vasp.sets import MPRelaxSet
-
-    table = MPRelaxSet.CONFIG["INCAR"]["MAGMOM"]
-    symbols = [site.specie.symbol for site in structure]
-    # Only elements MP starts with a large moment make the run spin-polarised: spin doubles the cost.
-    if not any(table.get(s, 0) > 1 for s in symbols):
-        return None
-    return [float(table.get(s, 0.6)) for s in symbols]
 
 
 @dataclass
@@ -124,20 +90,16 @@ class ReferenceStaticMaker(Maker):
         settings["compute_stress"] = self.compute_stress
         return settings
 
-    @job(config=JobConfig(expose_store=True))
+    @softening_job(FrameResult, store=True)
     def make(self, frame: FrameSpec) -> FrameResult:
         """Label ``frame`` (or reuse a stored result with the same content key)."""
-        from jobflow import CURRENT_JOB
 
         structure = frame.structure
         settings = self.code_settings(structure)
         key = content_key(structure, self.calculator, settings)
-        cached = find_output_by_key(CURRENT_JOB.store, key, "FrameResult")
+        cached = stored_frame_result(key, frame)
         if cached is not None:
-            logger.info("reference of frame %s/%s reused", frame.material_id, frame.frame_id)
-            # Ids are this flow's: the same frame may be stored under an older material id.
-            ids = {"material_id": frame.material_id, "frame_id": frame.frame_id}
-            return FrameResult.model_validate({**cached, **ids, "reused": True})
+            return FrameResult.model_validate(cached)
         t0 = time.perf_counter()
         calc, version = self.get_calculator(structure)
         result = single_point(structure, calc, self.compute_stress)

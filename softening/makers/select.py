@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from jobflow import Maker, job
+from jobflow import Maker
 from pymatgen.core import Lattice, Structure
 
 from softening.analysis.sampling import assign_strains, stratified_energy_indices
 from softening.errors import InputError
+from softening.makers.base import softening_job
 from softening.schemas import FrameSelection, FrameSpec, MDResult
 
 
@@ -60,7 +61,7 @@ class FrameSelectionMaker(Maker):
 
         check_sampling(md_maker, self)
 
-    @job
+    @softening_job(FrameSelection)
     def make(self, md: MDResult) -> FrameSelection:
         """Select frames of ``md``'s kept trajectory."""
         return select_frames(md, self)

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jobflow import Flow, JobConfig, Maker, job
-from jobflow.core.reference import OnMissing
+from jobflow import Flow, Maker, job
 from pymatgen.core import Structure
 
 from softening.analysis.surfaces import (
@@ -36,6 +35,7 @@ from softening.analysis.surfaces import (
     vacuum_axis,
 )
 from softening.errors import CalculationError, InputError
+from softening.makers.base import softening_job
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.schemas import (
@@ -240,7 +240,7 @@ def compare_surface_results(
     )
 
 
-@job(config=JobConfig(on_missing_references=OnMissing.NONE))
+@softening_job(SurfaceDoc, tolerant=True, name="surface compare")
 def surface_compare_job(
     inputs: dict[str, Any],
     references: list[FrameResult | None],
@@ -322,13 +322,13 @@ class SurfaceComparisonFlowMaker(Maker):
         jobs, outputs = [], {}
         for spec in self.models:
             ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.name = f"{self.umlip_maker.name} {spec} surfaces"
+            ml.append_name(f" {spec} surfaces")
             jobs.append(ml)
             for d in datasets:
                 cmp = surface_compare_job(
                     inputs[d.material], refs[d.material], ml.output, parent_uuids=[ml.uuid]
                 )
-                cmp.name = f"surface compare {d.material} {spec}"
+                cmp.append_name(f" {d.material} {spec}")
                 jobs.append(cmp)
                 outputs[(d.material, spec)] = cmp.output
         ordered = [outputs[(d.material, s)] for d in datasets for s in self.models]
@@ -511,17 +511,17 @@ class SurfaceMaker(Maker):
         jobs = []
         for frame in frames:
             j = self.reference_maker.make(frame)
-            j.name = f"{self.reference_maker.name} {mid} {frame.frame_id}"
+            j.append_name(f" {mid} {frame.frame_id}")
             jobs.append(j)
         refs = [j.output for j in jobs]
         outputs = []
         for spec in self.models:
             ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.name = f"{self.umlip_maker.name} {spec} {mid} surfaces"
+            ml.append_name(f" {spec} {mid} surfaces")
             cmp = surface_compare_job(
                 inputs, refs, ml.output, parent_uuids=[*(j.uuid for j in jobs), ml.uuid]
             )
-            cmp.name = f"surface compare {mid} {spec}"
+            cmp.append_name(f" {mid} {spec}")
             jobs += [ml, cmp]
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
@@ -543,7 +543,7 @@ class SurfaceMaker(Maker):
                 inputs, ref.output["frames"], ml.output, parent_uuids=[ref.uuid, ml.uuid],
                 relaxed=True,
             )  # fmt: skip
-            cmp.name = f"surface compare {mid} {spec} relaxed"
+            cmp.append_name(f" {mid} {spec} relaxed")
             jobs += [ml, cmp]
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid} relaxed")

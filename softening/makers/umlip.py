@@ -6,8 +6,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from jobflow import JobConfig, Maker, job
+from jobflow import Maker
 
+from softening.makers.base import softening_job
 from softening.schemas import (
     CodeInfo,
     FrameResult,
@@ -43,24 +44,22 @@ class UMLIPStaticMaker(Maker):
     dtype: str | None = None
     memory_gb: float | None = None
 
-    @job(data=["forces"], config=JobConfig(expose_store=True))
+    @softening_job(UMLIPResults, store=True, replaces=True)
     def make(self, frames: list[FrameSpec]):
         """Single points of ``frames``, or the stored ones of an identical earlier job.
 
         A reuse returns a ``Response`` replacing this job by one that outputs the stored result,
         its forces referenced rather than copied (see :mod:`softening.makers.reuse`).
         """
-        from jobflow import CURRENT_JOB
 
-        from softening.makers.reuse import find_stored_output, reuse_response
+        from softening.makers.reuse import reuse_stored
         from softening.models import load_model
 
         model = load_model(self.model, device=self.device, dtype=self.dtype)
         key = umlip_content_key(frames, model)
-        stored = find_stored_output(CURRENT_JOB.store, key, "UMLIPResults")
-        if stored is not None:
-            logger.info("%s on %d frames reused from the store", model.name, len(frames))
-            return reuse_response(stored[1], f"{CURRENT_JOB.job.name} (reused)", reused=True)
+        reused = reuse_stored(key, "UMLIPResults", f"{model.name} on {len(frames)} frames")
+        if reused is not None:
+            return reused
         return evaluate_frames(frames, self).model_copy(update={"content_key": key})
 
 

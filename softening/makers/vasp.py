@@ -43,14 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jobflow import JobConfig, Maker, job
+from jobflow import Maker
 from pymatgen.core import Structure
 
 from softening.datasets.guards import judge_vasp_run
 from softening.datasets.readers import vasp_run_info, vasp_step_metadata, vasp_stress_to_ase
 from softening.errors import CalculationError, InputError, SofteningError
-from softening.schemas import CodeInfo, FrameResult, FrameSpec, content_key
-from softening.stores.queries import find_output_by_key
+from softening.makers.base import softening_job
+from softening.makers.reuse import stored_frame_result
+from softening.schemas import CodeInfo, Flag, FrameResult, FrameSpec, content_key
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ class VaspReferenceMaker(Maker):
 
     # ---- the job --------------------------------------------------------------------------------
 
-    @job(config=JobConfig(expose_store=True))
+    @softening_job(FrameResult, store=True, replaces=True)
     def make(self, frame: FrameSpec):
         """Label ``frame`` with VASP (or reuse a stored result with the same content key).
 
@@ -291,23 +292,20 @@ class VaspReferenceMaker(Maker):
         atomate2 static job and :func:`vasp_frame_result`, whose ``FrameResult`` becomes this
         job's output.
         """
-        from jobflow import CURRENT_JOB, Flow, Response
+        from jobflow import Flow, Response
 
         structure = frame.structure
         settings = self.code_settings(structure)
         key = content_key(structure, "vasp", settings)
-        cached = find_output_by_key(CURRENT_JOB.store, key, "FrameResult")
+        cached = stored_frame_result(key, frame)
         if cached is not None:
             if self.strict and cached.get("flags"):
                 # strict is not part of the key: a flagged result stored earlier is refused now.
                 raise CalculationError(
                     f"VASP reference of frame {frame.material_id}/{frame.frame_id} refused "
-                    "(--strict): " + "; ".join(cached["flags"])
+                    "(--strict): " + "; ".join(str(Flag.model_validate(f)) for f in cached["flags"])
                 )
-            logger.info("VASP reference of frame %s/%s reused", frame.material_id, frame.frame_id)
-            # Ids are this flow's: the same frame may be stored under an older material id.
-            ids = {"material_id": frame.material_id, "frame_id": frame.frame_id}
-            return FrameResult.model_validate({**cached, **ids, "reused": True})
+            return FrameResult.model_validate(cached)
         _check_own_folder(Path.cwd())
         self.check_environment([structure])
         static = self.static_maker().make(structure)
@@ -397,7 +395,7 @@ def _functional(run_info: dict[str, Any]) -> str:
     return name
 
 
-@job
+@softening_job(FrameResult)
 def vasp_frame_result(
     task_doc: Any, frame: FrameSpec, key: str, input_set: str = "mp", strict: bool = False
 ) -> FrameResult:

@@ -4,6 +4,8 @@ The model is loaded once; each frame's graph is built once, in worker processes 
 spare cores (so that graph building, which is CPU work, overlaps the model's evaluation); frames are
 evaluated in batches whose size follows a memory budget, recalibrated from the measured peak on a
 GPU; a batch that runs out of memory is split in two and retried, so no batch exhausts the card.
+Each family's graph builder, batched forward and memory per atom come from its backend
+(:mod:`softening.models.backends`); a family without batched parts is evaluated frame by frame.
 """
 
 from __future__ import annotations
@@ -22,14 +24,10 @@ import numpy as np
 from pymatgen.core import Structure
 
 from softening.errors import ModelError
-from softening.models.factory import LoadedModel
+from softening.models.backends import Backend, LoadedModel, get_backend
 from softening.settings import get_settings
 
 logger = logging.getLogger(__name__)
-
-EV_PER_A3_PER_GPA = 1.0 / 160.21766208
-# CHGNet needs about 0.8 GB per 64-atom frame in a batch (measured on these machines).
-GB_PER_ATOM = {"chgnet": 0.8 / 64, "matgl": 0.4 / 64, "mace": 0.6 / 64}
 
 
 @dataclass
@@ -76,24 +74,17 @@ def evaluate_structures(
     model.check_elements({el.symbol for s in structures for el in s.composition})
     # float32 models lose precision far from the origin: results must not depend on the image.
     structures = [wrap_structure(s) for s in structures]
-    families = {"chgnet": _chgnet_parts, "matgl": _matgl_parts, "mace": _mace_parts}
-    if model.family in families:
-        build, forward = families[model.family](model)
-        workers = resolve_graph_workers(graph_workers, model.device, len(structures))
-        graphs = iter_graphs(build, structures, workers)
-        try:
-            preds = run_batches(model, structures, graphs, forward, memory_gb, progress)
-        finally:
-            graphs.close()
-    else:
-        preds = _evaluate_ase(model, structures, progress)
-    if model.factor != 1.0:  # a linear correction E' = c E scales forces and stress alike
-        c = model.factor
-        preds = [
-            Prediction(c * p.energy, c * p.forces, None if p.stress is None else c * p.stress)
-            for p in preds
-        ]
-    return preds
+    # The model's backend gives the parts (a corrected model's apply its correction factor).
+    parts = model.backend.batch_parts(model)
+    if parts is None:
+        return _evaluate_ase(model, structures, progress)
+    build, forward = parts
+    workers = resolve_graph_workers(graph_workers, model.device, len(structures))
+    graphs = iter_graphs(build, structures, workers)
+    try:
+        return run_batches(model, structures, graphs, forward, memory_gb, progress)
+    finally:
+        graphs.close()
 
 
 # Seconds spent waiting for graphs (all of graph building when it runs in this process) and in the
@@ -229,10 +220,10 @@ def run_batches(
     """Evaluate ``graphs`` (one per structure, in order) in memory-bounded batches.
 
     ``forward(batch_graphs)`` returns per-frame (energy eV, forces eV/Å, stress eV/Å^3) tuples.
-    Batches are planned from the estimate in :data:`GB_PER_ATOM`; on a GPU, the peak memory of
-    each batch is measured and later batches are sized by the largest bytes-per-atom seen so far.
-    A batch that runs out of memory is split in two and retried; a single frame that does not fit
-    is an error naming its size.
+    Batches are planned from the backend's estimate (:attr:`Backend.gb_per_atom`); on a GPU, the
+    peak memory of each batch is measured and later batches are sized by the largest
+    bytes-per-atom seen so far. A batch that runs out of memory is split in two and retried; a
+    single frame that does not fit is an error naming its size.
     """
     sizes = [len(s) for s in structures]
     budget_gb = memory_gb if memory_gb is not None else get_settings().batch_memory_gb
@@ -287,156 +278,20 @@ def run_batches(
 
 
 def plan_max_atoms(family: str, memory_gb: float, device: str = "cuda") -> int:
-    """Most atoms in one batch within ``memory_gb`` (and :data:`CPU_MAX_BATCH_ATOMS` on a CPU)."""
-    max_atoms = max(1, int(memory_gb / GB_PER_ATOM.get(family, 0.8 / 64)))
+    """Most atoms in one batch within ``memory_gb`` by the memory per atom of ``family``'s backend
+    (and :data:`CPU_MAX_BATCH_ATOMS` on a CPU)."""
+    try:
+        gb_per_atom = get_backend(family).gb_per_atom
+    except ModelError:  # not a registered family: the default estimate
+        gb_per_atom = Backend.gb_per_atom
+    max_atoms = max(1, int(memory_gb / gb_per_atom))
     return min(max_atoms, CPU_MAX_BATCH_ATOMS) if device == "cpu" else max_atoms
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float64)
-
-
-class MatglGraphBuilder:
-    """Structure -> (graph, lattice, state) for a matgl potential (picklable, runs in workers)."""
-
-    def __init__(self, element_types, cutoff: float) -> None:
-        from matgl.ext.ase import Atoms2Graph
-
-        self.converter = Atoms2Graph(element_types, cutoff)
-
-    def __call__(self, structure: Structure):
-        import torch
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        g, lat, state = self.converter.get_graph(AseAtomsAdaptor.get_atoms(structure))
-        return g, torch.as_tensor(lat).reshape(1, 3, 3), torch.as_tensor(state)
-
-
-def _matgl_parts(model):
-    import torch
-    from torch_geometric.data import Batch
-
-    pot = model.model
-    dtype = next(pot.parameters()).dtype
-
-    def forward(batch):
-        g = Batch.from_data_list([b[0] for b in batch]).to(model.device)
-        for key in ("frac_coords", "pbc_offset"):
-            if key in g and torch.is_floating_point(g[key]):
-                g[key] = g[key].to(dtype)
-        lat = torch.cat([b[1] for b in batch]).to(model.device, dtype)
-        state = torch.cat([b[2].reshape(1, -1) for b in batch]).to(model.device, dtype)
-        e, f, st = pot(g, lat, state)[:3]
-        e = e.reshape(-1)  # a batch of one comes back 0-dim
-        sizes = [b[0].num_nodes for b in batch]
-        forces = torch.split(f, sizes)
-        if st.numel() != 9 * len(batch):  # a potential built without stresses returns a stub
-            return [(float(e[i].detach()), _np(forces[i]), None) for i in range(len(batch))]
-        st = st.reshape(len(batch), 3, 3)
-        return [
-            (float(e[i].detach()), _np(forces[i]), _np(st[i]) * EV_PER_A3_PER_GPA)
-            for i in range(len(batch))
-        ]
-
-    return MatglGraphBuilder(pot.model.element_types, pot.model.cutoff), forward
-
-
-class MaceGraphBuilder:
-    """Structure -> MACE ``AtomicData`` (picklable, runs in workers)."""
-
-    def __init__(self, z_table, cutoff: float, head: str, heads, dtype: str) -> None:
-        from mace import data as mace_data
-
-        self.z_table, self.cutoff, self.head, self.heads = z_table, cutoff, head, heads
-        self.dtype = dtype
-        self.keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={"charges": "Qs"})
-
-    def __call__(self, structure: Structure):
-        from mace import data as mace_data
-        from mace.tools import torch_tools
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        with torch_tools.default_dtype(self.dtype):
-            config = mace_data.config_from_atoms(
-                AseAtomsAdaptor.get_atoms(structure),
-                key_specification=self.keyspec,
-                head_name=self.head,
-            )
-            return mace_data.AtomicData.from_config(
-                config, z_table=self.z_table, cutoff=self.cutoff, heads=self.heads
-            )
-
-
-def _mace_parts(model):
-    import torch
-    from mace.tools import torch_geometric
-
-    calc = model._calculator()  # unscaled; holds the z table, cutoff and heads of this model
-    net = model.model
-    dtype = next(net.parameters()).dtype
-
-    def forward(batch):
-        b = torch_geometric.Batch.from_data_list(batch).to(model.device)
-        for key in b.keys:
-            if torch.is_tensor(b[key]) and torch.is_floating_point(b[key]):
-                b[key] = b[key].to(dtype)
-        out = net(b.to_dict(), compute_stress=True, training=False)
-        sizes = (b["ptr"][1:] - b["ptr"][:-1]).tolist()
-        forces = torch.split(out["forces"], sizes)
-        return [
-            (float(out["energy"][i].detach()), _np(forces[i]), _np(out["stress"][i]))
-            for i in range(len(batch))
-        ]
-
-    build = MaceGraphBuilder(calc.z_table, calc.r_max, calc.head, calc.available_heads, model.dtype)
-    return build, forward
-
-
-def _chgnet_parts(model):
-    net = model.model
-    # The graph converter holds no parameters: a CPU copy builds graphs in workers.
-    return net.graph_converter, lambda b: chgnet_forward(net, b, model.device)
-
-
-def chgnet_forward(net, graphs, device: str = "cpu") -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """Energy (eV), forces (eV/Å) and stress (eV/Å^3, ASE sign) of CHGNet graphs, for inference.
-
-    ``CHGNet.forward`` is written for training: it takes forces and stress in two separate
-    ``autograd.grad`` calls, each with ``create_graph=True`` (a double-backward graph). Inference
-    needs one backward pass without a graph, on positions and strains together: the same
-    derivatives at about half the cost.
-    """
-    import torch
-    from chgnet.model.model import BatchedGraph
-
-    graphs = [g.to(device) for g in graphs]
-    comp_energy = 0 if net.composition_model is None else net.composition_model(graphs)
-    bg = BatchedGraph.from_graphs(
-        graphs,
-        bond_basis_expansion=net.bond_basis_expansion,
-        angle_basis_expansion=net.angle_basis_expansion,
-        compute_stress=True,
-    )
-    pred = net._compute(bg, compute_force=False, compute_stress=False)
-    n_atoms = torch.tensor([g.atomic_number.shape[0] for g in graphs], device=pred["e"].device)
-    # CHGNet predicts energy per atom (intensive); forces derive from the total energy.
-    e_total = (pred["e"] + comp_energy) * (n_atoms if net.is_intensive else 1)
-    grads = torch.autograd.grad(e_total.sum(), [*bg.atom_positions, *bg.strains])
-    forces, strain_grads = grads[: len(graphs)], grads[len(graphs) :]
-    return [
-        (
-            float(e_total[k].detach()),
-            -_np(forces[k]),
-            _np(strain_grads[k]) / float(bg.volumes[k]),
-        )
-        for k in range(len(graphs))
-    ]
 
 
 def _evaluate_ase(model, structures, progress) -> list[Prediction]:
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    calc = model._calculator()  # unscaled: evaluate_structures applies the factor once
+    calc = model.calculator()  # a corrected model's applies its correction factor
     out = []
     for i, s in enumerate(structures):
         atoms = AseAtomsAdaptor.get_atoms(s)

@@ -44,24 +44,78 @@ _WRITTEN_DIRS: set[Path] = set()
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 (hex) of one file."""
+    return sha256_of(path)
+
+
+def sha256_of(paths: str | Path | Iterable[str | Path]) -> str:
+    """SHA-256 over one file or several (in sorted order)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for p in sorted(Path(x) for x in paths):
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
-def store_models_dir() -> Path | None:
-    """The ``models`` folder of the configured embedded store, or ``./softening-models``."""
-    from softening.settings import get_settings
-    from softening.stores.factory import store_kind
-
-    store = get_settings().store
+def looks_like_torch(path: Path) -> bool:
+    """Whether a file starts as torch files do: a zip archive, or a pickle (older torch)."""
     try:
-        embedded = store_kind(store) == "embedded"
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith((b"PK\x03\x04", b"\x80"))
+
+
+def load_problem(exc: BaseException, path: Path | None = None) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, without torch's long advice."""
+    text = str(exc)
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return "it holds pickled code, not only weights (refused: loading it would run that code)"
+    if "Weights only load failed" in text or (path is not None and not looks_like_torch(path)):
+        return "not a torch weights file (random or corrupted bytes)"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"not a readable torch file, perhaps truncated ({type(exc).__name__}: {first[:160]})"
+
+
+def is_pickled_code(path: Path) -> bool | None:
+    """Whether ``path`` is a torch/pickle file that needs code to load (``True``), one that loads
+    as plain weights (``False``), or not a readable torch file at all (``None``)."""
+    import torch
+
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        return True if "GLOBAL" in str(exc) or "Unsupported global" in str(exc) else None
+    return False
+
+
+def models_folder(store: str | Path | None = None) -> Path:
+    """Where this package saves models (corrected models, their weights, the registry of written
+    files): the ``models`` folder of the embedded store ``store`` (default: the ``store``
+    setting), or ``./softening-models`` beside a database server.
+
+    Raises
+    ------
+    InputError
+        A store spec of an unknown kind.
+    """
+    from softening.settings import resolve_store_spec, store_kind
+
+    spec = resolve_store_spec(store)
+    if store_kind(spec) != "embedded":
+        return Path("softening-models").resolve()
+    return (Path(spec).expanduser() / "models").resolve()
+
+
+def store_models_dir() -> Path | None:
+    """The :func:`models_folder` of the configured store, or ``None`` for an unusual store spec."""
+    try:
+        return models_folder()
     except Exception:  # an unusual spec: no registry rather than an unrelated error here
         return None
-    return (Path(store).expanduser() / "models") if embedded else Path("softening-models")
 
 
 def _registry(folder: Path) -> dict[str, str]:
@@ -150,7 +204,7 @@ def why_trusted(path: str | Path, trust: bool = False) -> str | None:
         return f"known weights: {KNOWN_MODEL_SHA256[sha]}"
     folders = set(_WRITTEN_DIRS)
     if (own := store_models_dir()) is not None:
-        folders.add(own.resolve())
+        folders.add(own)
     if any(sha in _registry(folder) for folder in folders):
         return "written by softening"
     return None

@@ -26,14 +26,19 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from jobflow import JobStore
 from maggma.core import Store
 
 from softening.errors import InputError, SofteningError
-from softening.settings import get_settings, redact
+from softening.settings import (
+    get_settings,
+    redact,
+    resolve_store_spec,
+    store_kind,
+)
 from softening.stores.chunked import ChunkedStore, GridFSDataStore
 from softening.stores.sqlite import (
     SQLiteStore,
@@ -60,8 +65,6 @@ __all__ = [
 DOCS_COLLECTION = "outputs"
 DATA_COLLECTION = "data"
 CHUNKS_SUFFIX = "_chunks"
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-URI_SCHEMES = ("mongodb://", "mongodb+srv://")
 
 #: Fields of the outputs collection that get an index (SofteningDoc fields, and the content key the
 #: makers look finished results up by).
@@ -79,29 +82,6 @@ INDEXED_FIELDS = (
     "output.model.name",
     "output.scale",
 )
-
-StoreKind = Literal["embedded", "mongodb", "config"]
-
-
-def resolve_store_spec(store: str | Path | None = None) -> str:
-    """The store spec to use: the argument, else the ``store`` setting."""
-    return str(store) if store is not None else get_settings().store
-
-
-def store_kind(spec: str | Path) -> StoreKind:
-    """Which kind of store a spec names: ``embedded`` (folder), ``mongodb`` or ``config`` (file)."""
-    text = str(spec).strip()
-    if text.startswith(URI_SCHEMES) or text == "mongodb":
-        return "mongodb"
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise InputError(
-            f"store {redact(text)!r}: unknown scheme {scheme!r}; give a folder, a mongodb:// or "
-            "mongodb+srv:// URI, or a .yaml store config"
-        )
-    if Path(text).suffix.lower() in CONFIG_SUFFIXES:
-        return "config"
-    return "embedded"
 
 
 def describe_store(store: str | Path | JobStore | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def softening_docs(store: JobStore, criteria: dict[str, Any] | None = None) -> l
 FORCE_FIELDS = ("forces_ml", "forces_ref")
 
 
-def _open(store: JobStore | str | Path | None) -> JobStore:
+def open_store(store: JobStore | str | Path | None) -> JobStore:
     """A connected JobStore from a JobStore or a store spec (``None``: the ``store`` setting).
 
     Reading never creates a store: a spec naming a missing embedded folder is an error (a typo
@@ -70,6 +71,21 @@ def _open(store: JobStore | str | Path | None) -> JobStore:
     return job_store
 
 
+_open = open_store
+
+
+def store_exists(store: str | Path | None) -> bool:
+    """Whether the store spec names something that exists already (a database, or a folder).
+
+    ``softening run`` opens an existing store before anything else (a damaged one is reported at
+    once) and creates a new one only once its inputs are known to be good.
+    """
+    from softening.stores.factory import resolve_store_spec, store_kind
+
+    spec = resolve_store_spec(None if store is None else str(store))
+    return store_kind(spec) != "embedded" or Path(spec).expanduser().exists()
+
+
 def normalize_formula(formula: str) -> str:
     """The reduced formula as the documents store it (``"OCu"``, ``"Cu2O2"`` -> ``"CuO"``)."""
     from pymatgen.core import Composition
@@ -94,20 +110,29 @@ def normalize_chemsys(chemsys: str | list[str]) -> str:
     return "-".join(elements)
 
 
-def results_criteria(
-    formula: str | None = None,
-    chemsys: str | list[str] | None = None,
-    elements: list[str] | None = None,
-    model: str | None = None,
-    scale_min: float | None = None,
-    scale_max: float | None = None,
-    material_id: str | None = None,
-    include_pooled: bool = False,
-) -> dict[str, Any]:
-    """The MongoDB filter of :func:`query_results` (on the outputs collection).
+#: ``material_id`` of a pooled result: one slope over every force component of every frame of a
+#: dataset (``softening evaluate`` with several materials), not a material. Pooled results are left
+#: out of queries unless asked for, and never count as a material (summaries, report figures).
+POOLED_ID = "pooled"
 
-    Parameters
+
+def is_pooled(result: dict[str, Any] | Any) -> bool:
+    """Whether a result (a query row or a :class:`SofteningDoc`) is a pooled one, not a material."""
+    mid = result.get("material_id") if isinstance(result, dict) else result.material_id
+    return mid == POOLED_ID
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Which stored softening results to read: the one filter model of every results query.
+
+    All given filters must hold. ``softening query`` and ``softening report`` build one from their
+    options; :func:`query_results` takes one (or its fields as keywords).
+
+    Attributes
     ----------
+    material_id
+        Material identifier (exact).
     formula
         Reduced formula, in any order or multiple (``"OCu"`` finds ``"CuO"``).
     chemsys
@@ -118,65 +143,108 @@ def results_criteria(
         Canonical model name (``"CHGNet-0.3.0"``) or family (``"chgnet"``), case-insensitive.
     scale_min, scale_max
         Inclusive bounds on the softening scale (dimensionless).
-    material_id
-        Material identifier.
     include_pooled
-        Also the ``material_id == "pooled"`` results (one slope over all materials).
+        Also the pooled results (``material_id == "pooled"``, one slope over a dataset).
+    flag
+        Kind of flag every result must carry (``unconverged``, ``missing_frames``,
+        ``uncorrelated``, ``hubbard_u``...; see :class:`softening.schemas.Flag`).
+    latest_only
+        Keep only the most recent result per (material, model, reference code): a rerun of the
+        same command replaces the earlier answer instead of counting twice.
+    """
+
+    material_id: str | None = None
+    formula: str | None = None
+    chemsys: str | list[str] | None = None
+    elements: list[str] | None = None
+    model: str | None = None
+    scale_min: float | None = None
+    scale_max: float | None = None
+    include_pooled: bool = False
+    flag: str | None = None
+    latest_only: bool = True
+
+    def criteria(self) -> dict[str, Any]:
+        """The MongoDB filter on the outputs collection (MongoDB, mongomock and MontyDB all
+        evaluate it).
+
+        Raises
+        ------
+        InputError
+            An unreadable formula, a non-element, a non-finite scale bound, or
+            ``scale_min > scale_max``.
+        """
+        from pymatgen.core import Element
+
+        criteria: dict[str, Any] = {"output.@class": "SofteningDoc"}
+        if self.material_id is not None:
+            criteria["output.material_id"] = self.material_id
+        elif not self.include_pooled:
+            criteria["output.material_id"] = {"$ne": POOLED_ID}
+        if self.formula:
+            criteria["output.formula"] = normalize_formula(self.formula)
+        if self.chemsys:
+            criteria["output.chemsys"] = normalize_chemsys(self.chemsys)
+        if self.flag:
+            criteria["output.flags.kind"] = self.flag.strip().split(":")[0]
+        if self.elements:
+            for el in self.elements:
+                if not Element.is_valid_symbol(el):
+                    raise InputError(f"{el!r} is not an element")
+            criteria["output.elements"] = {"$all": sorted(set(self.elements))}
+        if self.model:
+            criteria["$or"] = [
+                {"output.model.name": {"$regex": f"^{re.escape(self.model)}$", "$options": "i"}},
+                {"output.model.family": self.model.lower()},
+            ]
+        lo, hi = self.scale_min, self.scale_max
+        if lo is not None or hi is not None:
+            for name, value in (("scale-min", lo), ("scale-max", hi)):
+                # NaN compares false with everything: the filter would silently match nothing.
+                if value is not None and not math.isfinite(float(value)):
+                    raise InputError(f"--{name} must be a finite number, got {value}")
+            if lo is not None and hi is not None and lo > hi:
+                raise InputError(f"scale-min {lo} is above scale-max {hi}")
+            bounds = {}
+            if lo is not None:
+                bounds["$gte"] = float(lo)
+            if hi is not None:
+                bounds["$lte"] = float(hi)
+            criteria["output.scale"] = bounds
+        return criteria
+
+
+def results_criteria(where: ResultFilter | None = None, **filters: Any) -> dict[str, Any]:
+    """The MongoDB filter of :func:`query_results`: ``ResultFilter(**filters).criteria()``.
+
+    Parameters
+    ----------
+    where
+        A :class:`ResultFilter`; or give its fields as keywords.
+    **filters
+        :class:`ResultFilter` fields (``formula``, ``chemsys``, ``elements``, ``model``,
+        ``scale_min``, ``scale_max``, ``material_id``, ``include_pooled``).
 
     Returns
     -------
     dict
         A filter that MongoDB, mongomock and MontyDB all evaluate.
     """
-    from pymatgen.core import Element
+    return _filter(where, filters).criteria()
 
-    criteria: dict[str, Any] = {"output.@class": "SofteningDoc"}
-    if material_id is not None:
-        criteria["output.material_id"] = material_id
-    elif not include_pooled:
-        criteria["output.material_id"] = {"$ne": "pooled"}
-    if formula:
-        criteria["output.formula"] = normalize_formula(formula)
-    if chemsys:
-        criteria["output.chemsys"] = normalize_chemsys(chemsys)
-    if elements:
-        for el in elements:
-            if not Element.is_valid_symbol(el):
-                raise InputError(f"{el!r} is not an element")
-        criteria["output.elements"] = {"$all": sorted(set(elements))}
-    if model:
-        criteria["$or"] = [
-            {"output.model.name": {"$regex": f"^{re.escape(model)}$", "$options": "i"}},
-            {"output.model.family": model.lower()},
-        ]
-    if scale_min is not None or scale_max is not None:
-        for name, value in (("scale-min", scale_min), ("scale-max", scale_max)):
-            # NaN compares false with everything: the filter would silently match nothing.
-            if value is not None and not math.isfinite(float(value)):
-                raise InputError(f"--{name} must be a finite number, got {value}")
-        if scale_min is not None and scale_max is not None and scale_min > scale_max:
-            raise InputError(f"scale-min {scale_min} is above scale-max {scale_max}")
-        bounds = {}
-        if scale_min is not None:
-            bounds["$gte"] = float(scale_min)
-        if scale_max is not None:
-            bounds["$lte"] = float(scale_max)
-        criteria["output.scale"] = bounds
-    return criteria
+
+def _filter(where: ResultFilter | None, filters: dict[str, Any]) -> ResultFilter:
+    if where is not None and filters:
+        raise TypeError("give a ResultFilter or its fields as keywords, not both")
+    return where if where is not None else ResultFilter(**filters)
 
 
 def query_results(
     store: JobStore | str | Path | None = None,
-    formula: str | None = None,
-    chemsys: str | list[str] | None = None,
-    elements: list[str] | None = None,
-    model: str | None = None,
-    scale_min: float | None = None,
-    scale_max: float | None = None,
-    material_id: str | None = None,
-    include_pooled: bool = False,
+    where: ResultFilter | None = None,
+    *,
     with_forces: bool = False,
-    latest_only: bool = True,
+    **filters: Any,
 ) -> list[dict[str, Any]]:
     """Stored softening results (:class:`SofteningDoc` fields) that match every given filter.
 
@@ -184,14 +252,14 @@ def query_results(
     ----------
     store
         A JobStore, or a store spec (folder, MongoDB URI, store config; ``None``: the setting).
-    formula, chemsys, elements, model, scale_min, scale_max, material_id, include_pooled
-        Filters, see :func:`results_criteria`.
+    where
+        The filters (:class:`ResultFilter`); or give its fields as keywords
+        (``query_results(store, elements=["O"], model="chgnet", scale_max=0.9)``).
     with_forces
         Load ``forces_ml`` and ``forces_ref`` ((n_atoms, 3) eV/Å lists) from the data store;
         otherwise they are ``None`` (cheap: only the small documents are read).
-    latest_only
-        Keep only the most recent result per (material, model, reference code): a rerun of the
-        same command replaces the earlier answer instead of counting twice.
+    **filters
+        :class:`ResultFilter` fields, ``latest_only`` included (default ``True``).
 
     Returns
     -------
@@ -199,10 +267,9 @@ def query_results(
         One dict per result with the SofteningDoc fields plus ``uuid`` (the job that wrote it) and
         ``completed_at`` (ISO time), sorted by material id, then model name.
     """
+    where = _filter(where, filters)
     job_store = _open(store)
-    criteria = results_criteria(
-        formula, chemsys, elements, model, scale_min, scale_max, material_id, include_pooled
-    )
+    criteria = where.criteria()
     docs = list(
         job_store.query(
             criteria,
@@ -222,7 +289,7 @@ def query_results(
         out["uuid"] = d.get("uuid")
         out["completed_at"] = d.get("completed_at")
         results.append(out)
-    if latest_only:
+    if where.latest_only:
         latest: dict[tuple, dict] = {}
         for r in results:
             k = _identity(r)
@@ -299,3 +366,76 @@ def query_summaries(
     criteria = {"model": model} if model else {}
     docs = [{k: v for k, v in d.items() if k != "_id"} for d in target.query(criteria)]
     return sorted(docs, key=lambda d: d["summary_id"])
+
+
+# ---- what ``softening report`` draws ---------------------------------------------------------------
+
+
+@dataclass
+class ReportSelection:
+    """Which results each figure of ``softening report`` shows, and which it leaves out.
+
+    Attributes
+    ----------
+    parity
+        Results that get a parity plot: the first ``parity_limit`` (in query order).
+    skipped
+        How many results got no parity plot because of the limit.
+    by_model
+        Per model name, the per-material results (pooled ones left out): the scale distribution.
+    mae_vs_cmae
+        Per model name, the per-material results whose cMAE means something: the MAE-vs-cMAE
+        figure (cMAE divides by the scale; where its 95 % CI reaches 0 the forces are
+        uncorrelated and the point would squash every other one into a corner).
+    excluded
+        ``"material_id (model)"`` of the results left out of MAE vs cMAE for that reason.
+    label_points
+        Whether MAE vs cMAE names its points (at most 30 per model).
+    """
+
+    parity: list[dict[str, Any]]
+    skipped: int
+    by_model: dict[str, list[dict[str, Any]]]
+    mae_vs_cmae: dict[str, list[dict[str, Any]]]
+    excluded: list[str]
+    label_points: bool
+
+
+def report_selection(results: list[dict[str, Any]], parity_limit: int = 100) -> ReportSelection:
+    """What each figure of ``softening report`` shows, from :func:`query_results` rows.
+
+    Parameters
+    ----------
+    results
+        Query rows (:func:`query_results`), in the order parity plots are drawn.
+    parity_limit
+        Most parity plots (one per material and model); negative counts as 0.
+
+    Returns
+    -------
+    ReportSelection
+        Parity results, the per-model material results, and those MAE vs cMAE leaves out.
+    """
+    from softening.analysis.metrics import is_uncorrelated
+
+    limit = max(parity_limit, 0)
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if not is_pooled(r):
+            by_model.setdefault(r["model"]["name"], []).append(r)
+    meaningful: dict[str, list[dict[str, Any]]] = {}
+    excluded = []
+    for m, rs in by_model.items():
+        for r in rs:
+            if is_uncorrelated(r["scale_ci"]):
+                excluded.append(f"{r['material_id']} ({m})")
+            else:
+                meaningful.setdefault(m, []).append(r)
+    return ReportSelection(
+        parity=results[:limit],
+        skipped=len(results) - min(len(results), limit),
+        by_model=by_model,
+        mae_vs_cmae=meaningful,
+        excluded=excluded,
+        label_points=all(len(rs) <= 30 for rs in meaningful.values()),
+    )

@@ -76,7 +76,7 @@ class PhononComparisonFlowMaker(Maker):
         jobs, outputs = [], {}
         for spec in self.models:
             ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.name = f"{self.umlip_maker.name} {spec} phonons"
+            ml.append_name(f" {spec} phonons")
             jobs.append(ml)
             for d in datasets:
                 cmp = phonon_compare_job(
@@ -84,7 +84,7 @@ class PhononComparisonFlowMaker(Maker):
                     self.temperature, self.imaginary_tol, sources=d.sources,
                     parent_uuids=[ml.uuid],
                 )  # fmt: skip
-                cmp.name = f"phonon compare {d.material} {spec}"
+                cmp.append_name(f" {d.material} {spec}")
                 jobs.append(cmp)
                 outputs[(d.material, spec)] = cmp.output
         ordered = [outputs[(d.material, s)] for d in datasets for s in self.models]

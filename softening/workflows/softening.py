@@ -17,7 +17,7 @@ from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.schemas import FrameResult
+from softening.schemas import FrameResult, StudyResult
 
 
 @dataclass
@@ -27,6 +27,10 @@ class SofteningFlowMaker(Maker):
     Per material: one MD job, one selection job, one reference job per frame, one uMLIP job per
     model (all frames, model loaded once) and one comparison job per model. Rerunning the same
     flow into the same store reuses finished MD and reference results (content keys).
+
+    The flow's output is a dict shaped as :class:`~softening.schemas.StudyResult`
+    (``{"softening": [...], "verification": [...]}``): once run,
+    ``StudyResult.model_validate(flow_outputs(flow, store))`` is the typed container.
 
     Attributes
     ----------
@@ -43,7 +47,7 @@ class SofteningFlowMaker(Maker):
         Bootstrap resamples and seed of the scale's confidence interval.
     correction_maker
         When set, each model is also corrected on the labelled frames of each material and the
-        correction verified on the held-out frames (outputs: a VerificationDoc per model).
+        correction verified on the held-out frames (a VerificationDoc per model).
     property_maker
         A property maker (:class:`~softening.makers.phonons.PhononMaker`, ``SurfaceMaker``,
         ``VacancyMaker``, ``BarrierMaker``): the property of each material with the reference and
@@ -76,40 +80,47 @@ class SofteningFlowMaker(Maker):
             structures = [structures]
         ids = material_ids or _default_ids(structures)
         subflows = [self.make_material(s, mid) for s, mid in zip(structures, ids, strict=True)]
-        outputs = [doc for sub in subflows for doc in sub.output]
-        return Flow(subflows, output=outputs, name=self.name)
+        output = {
+            role: [doc for sub in subflows for doc in sub.output[role]]
+            for role in StudyResult.model_fields
+        }
+        return Flow(subflows, output=output, name=self.name)
 
     def make_material(self, structure: Structure, material_id: str) -> Flow:
-        """The sub-flow of one material; its output is one SofteningDoc per model."""
+        """The sub-flow of one material; its output is a dict shaped as :class:`StudyResult`
+        (one SofteningDoc per model, and one VerificationDoc per model when correcting)."""
         md = self.md_maker.make(structure, material_id=material_id)
-        md.name = f"{self.md_maker.name} {material_id}"
+        md.append_name(f" {material_id}")
         select = self.select_maker.make(md.output)
-        select.name = f"{self.select_maker.name} {material_id}"
+        select.append_name(f" {material_id}")
         jobs = [md, select]
         references = []
         for i in range(self.select_maker.n_frames):
             ref = self.reference_maker.make(select.output.frames[i])
-            ref.name = f"{self.reference_maker.name} {material_id} {i}"
+            ref.append_name(f" {material_id} {i}")
             jobs.append(ref)
             references.append(ref.output)
+        n_refs = len(jobs)
         frame_ids = [str(i) for i in range(self.select_maker.n_frames)]
-        docs = []
+        docs, checks = [], []
         for model in self.models:
             umlip = replace(self.umlip_maker, model=model).make(select.output.frames)
-            umlip.name = f"{self.umlip_maker.name} {material_id} {model}"
+            umlip.append_name(f" {material_id} {model}")
+            parents = [*(j.uuid for j in jobs[2:n_refs]), umlip.uuid]  # references and uMLIP
             compare = compare_job(
-                references, umlip.output, material_id, self.n_bootstrap, self.seed, frame_ids
-            )
-            compare.name = f"compare {material_id} {model}"
+                references, umlip.output, material_id, self.n_bootstrap, self.seed, frame_ids,
+                parents,
+            )  # fmt: skip
+            compare.append_name(f" {material_id} {model}")
             jobs += [umlip, compare]
             docs.append(compare.output)
             if self.correction_maker is not None:
                 correct = replace(self.correction_maker, model=model).make(references)
-                correct.name = f"{self.correction_maker.name} {material_id} {model}"
+                correct.append_name(f" {material_id} {model}")
                 verify = verify_job(references, correct.output)
-                verify.name = f"verify {material_id} {model}"
+                verify.append_name(f" {material_id} {model}")
                 jobs += [correct, verify]
-                docs.append(verify.output)
+                checks.append(verify.output)
                 if self.property_maker is not None:
                     prop = property_after_correction(
                         structure, material_id, correct.output, self.property_maker, model
@@ -119,7 +130,8 @@ class SofteningFlowMaker(Maker):
         if self.property_maker is not None and self.correction_maker is None:
             maker = replace(self.property_maker, models=list(self.models))
             jobs.append(maker.make(structure, material_id))
-        return Flow(jobs, output=docs, name=f"{self.name} {material_id}")
+        output = {"softening": docs, "verification": checks}
+        return Flow(jobs, output=output, name=f"{self.name} {material_id}")
 
 
 @dataclass

@@ -269,7 +269,7 @@ def test_safe_filename_is_bounded_and_unique():
 
 
 def test_report_with_a_300_character_material_id(tmp_path):
-    from test_results_db import _doc, _insert_docs
+    from documents import _doc, _insert_docs
 
     from softening.stores import get_job_store
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs
 from pymatgen.core import Lattice, Structure
 
 from softening.datasets import (
@@ -27,17 +28,14 @@ from softening.datasets import (
 )
 from softening.errors import InputError
 
-DATA = Path(__file__).parents[1].parent / "shared" / "data"
+DATA = Path(__file__).parents[2].parent / "shared" / "data"
 WBM_XYZ = DATA / "wbm_high_energy_subset" / "wbm_subset_21frames.extxyz"
 WBM_JSON = DATA / "wbm_high_energy_subset" / "wbm_subset_21frames.json.gz"
 MLEARN_FILES = [DATA / "mlearn" / "Si" / "training.json", DATA / "mlearn" / "Si" / "test.json"]
 MLEARN_CU = DATA / "mlearn" / "Cu" / "test.json"
 VASP = DATA / "vasp_outputs"
 
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(),
-    reason=f"shared DFT data folder {DATA} is absent (see ../shared/data/README.md)",
-)
+needs_data = needs(DATA)
 
 
 def _silicon() -> Structure:

@@ -34,7 +34,7 @@ from softening.stores.sqlite import (
     migrate_legacy_store,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _store(folder: Path, name: str = "outputs", **kw) -> SQLiteStore:

@@ -384,8 +384,7 @@ def test_mace_file_trust_rules(tiny_mace, tmp_path, monkeypatch):
 
 
 def test_chgnet_checkpoints_load_without_unpickling_code(tmp_path):
-    from softening.models.factory import chgnet_from_checkpoint
-    from softening.models.finetune import save_chgnet
+    from softening.models.backends.chgnet import chgnet_from_checkpoint, save_chgnet
 
     m = load_model("chgnet")
     saved = save_chgnet(m.model, tmp_path / "mine.pth.tar")

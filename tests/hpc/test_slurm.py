@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # the tests folder: slurm_calculators for the jobs
 CLI = [sys.executable, "-m", "softening.cli"]
 # A short flow: 20 MD steps of an 8-atom Cu cell, 3 frames (1 strained each way), 3 EMT references.
 FLOW_ARGS = [
@@ -517,7 +517,10 @@ def test_single_job_runs_the_flow_in_one_allocation(ws):
     )
     script = Path(out["script"])
     assert script.is_file() and out["store"] == str(store)
-    assert "softening.cli run" in script.read_text() and "--store" in script.read_text()
+    # The script runs the serialised flow (built and checked at submission) into the store.
+    text = script.read_text()
+    assert "softening.hpc.run_serialized" in text and f"--store {store}" in text
+    assert (script.parent / "flow.json").is_file() and str(script.parent / "flow.json") in text
     ws.wait()
     ended = {r["JobId"]: r["JobState"] for r in ws.slurm.ended_jobs()}
     assert ended[out["slurm_job_id"]] == "COMPLETED", ws.worker_logs()

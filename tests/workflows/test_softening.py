@@ -18,6 +18,7 @@ from softening.makers import (
     ReferenceStaticMaker,
     UMLIPStaticMaker,
 )
+from softening.schemas import StudyResult
 from softening.stores.queries import softening_docs
 from softening.workflows import SofteningFlowMaker
 
@@ -37,7 +38,7 @@ def _flow_maker(reference: ReferenceStaticMaker, n_frames: int = 5) -> Softening
 
 
 def _doc(flow, responses):
-    ref = flow.output[0]
+    ref = flow.output["softening"][0]
     return responses[ref.uuid][max(responses[ref.uuid])].output
 
 
@@ -179,14 +180,14 @@ def test_pooled_is_one_slope_not_a_mean(store):
     assert abs(pooled.scale - 0.75) > 0.1  # not the mean of 0.5 and 1.0
     a = compare_results(refs, umlip, material_id="A")
     assert a.scale == pytest.approx(0.5) and a.n_frames == 3
-    assert not any("uncorrelated" in f for f in pooled.flags + a.flags)
+    assert not any(f.kind == "uncorrelated" for f in pooled.flags + a.flags)
     # uMLIP forces unrelated to the reference: the CI reaches 0 and cMAE is flagged meaningless.
     noise = [
         m.model_copy(update={"forces": rng.normal(size=(len(m.forces), 3)).tolist()}) for m in mls
     ]
     flat = compare_results(refs, umlip.model_copy(update={"frames": noise}), material_id="B")
     assert flat.scale_ci[0] <= 0 <= flat.scale_ci[1]
-    assert any("uncorrelated" in f for f in flat.flags)
+    assert any(f.kind == "uncorrelated" for f in flat.flags)
 
 
 def test_rerun_references_stored_results_instead_of_copying(store):
@@ -199,7 +200,7 @@ def test_rerun_references_stored_results_instead_of_copying(store):
         flow = maker.make([_cu8()])
         run_locally(flow, store=store, log=False, ensure_success=True)
         # A reused comparison's output is the stored document: read it back, arrays loaded.
-        docs.append(flow_outputs(flow, store)[0])
+        docs.append(StudyResult.model_validate(flow_outputs(flow, store)).softening[0])
         store.connect()
         job_names.update(
             {d["uuid"]: d["name"] for d in store.query({}, properties=["uuid", "name"])}

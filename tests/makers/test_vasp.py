@@ -351,7 +351,7 @@ def _flow_maker(n_frames: int = 4) -> SofteningFlowMaker:
 
 
 def _doc(flow, responses):
-    ref = flow.output[0]
+    ref = flow.output["softening"][0]
     return responses[ref.uuid][max(responses[ref.uuid])].output
 
 
@@ -361,8 +361,8 @@ def test_flagged_settings_in_the_flow_and_strict(vasp_env, store, tmp_path):
     frame = _frame(_cu_al())
     pbesol = VaspReferenceMaker(user_incar_settings={"GGA": "PS"}, run_vasp_kwargs=FAST_CUSTODIAN)
     result, _ = _run_one(pbesol, frame, store, tmp_path / "a")
-    assert [f.split(":")[0] for f in result.flags] == ["functional"]
-    assert "PBEsol" in result.flags[0]
+    assert [f.kind for f in result.flags] == ["functional"]
+    assert "PBEsol" in result.flags[0].detail
     pbesol.strict = True
     assert _run_one(pbesol, frame, store, tmp_path / "b")[0] is None  # stored, but refused
     assert _run_one(pbesol, _frame(_cu_al(), seed=1), store, tmp_path / "c")[0] is None
@@ -538,6 +538,7 @@ def test_flow_with_vasp_references_in_parallel_workers(vasp_env, tmp_path, monke
     from pymatgen.core import SETTINGS as PMG_SETTINGS
 
     from softening.hpc.local import flow_outputs, run_flow
+    from softening.schemas import StudyResult
     from softening.stores import get_job_store
 
     # Workers are new processes: they read the POTCAR folder and VASP command from the environment.
@@ -548,7 +549,7 @@ def test_flow_with_vasp_references_in_parallel_workers(vasp_env, tmp_path, monke
     flow = _flow_maker(n_frames=3).make([_cu_al()])
     result = run_flow(flow, store, workers=2, create_folders=True, root_dir=tmp_path / "runs")
     assert result.ok, result.failed
-    (doc,) = flow_outputs(flow, store)
+    (doc,) = StudyResult.model_validate(flow_outputs(flow, store)).softening
     assert doc.n_frames == 3 and not doc.missing_frames
     assert doc.reference.name == "vasp"
     assert len(_runs(vasp_env)) == 3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, ROOT, needs
+from conftest import DATA, ROOT, needs, require
 
 SI_TRAIN = DATA / "mlearn" / "Si" / "training.json"
 SI_TEST = DATA / "mlearn" / "Si" / "test.json"
@@ -300,8 +300,7 @@ def test_relaxed_slabs_emt_match_plain_ase_bfgs(store):
 
 
 def test_surfaces_without_slabs_is_one_line_error(tmp_path):
-    if not CU_TEST.exists():
-        pytest.skip(f"{CU_TEST} is absent")
+    require(CU_TEST)
     records = [r for r in json.loads(CU_TEST.read_text()) if r["group"] == "Elastic"]
     path = tmp_path / "bulk.json"
     path.write_text(json.dumps(records))

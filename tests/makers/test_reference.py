@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from softening.makers.reference import (
-    ReferenceStaticMaker,
-    mp_hubbard_u,
-    mp_kpoint_mesh,
-    mp_magmoms,
-    single_point,
-)
+from softening.makers.reference import ReferenceStaticMaker, single_point
+from softening.mp_rules import mp_hubbard_u, mp_kpoint_mesh, mp_magmoms
 
 gpaw = pytest.importorskip("gpaw")
 

@@ -22,8 +22,6 @@ from conftest import DATA, ROOT, needs
 
 PHONOPY = DATA / "phonopy_examples"
 MGO, NACL, SI, CR = (PHONOPY / m for m in ("MgO", "NaCl", "Si", "Cr"))
-# `python -m softening.cli` would run cli.py as __main__, a second copy of the module that the
-# phonon commands (registered on softening.cli.app) are not part of.
 CLI = [sys.executable, "-c", "from softening.cli import app; app()"]
 
 
@@ -459,7 +457,7 @@ def test_workflow_relax_with_each_method(store):
     )
     run_locally(maker.make(cu, "Cu"), store=store, log=False, ensure_success=True)
     doc = query_property_docs(store, property="phonon", material_id="Cu", load_arrays=True)[0]
-    assert any(f.startswith("relaxed") for f in doc["flags"])
+    assert any(f["kind"] == "relaxed" for f in doc["flags"])
     relaxed = Structure.from_dict(doc["setup"]["unitcell"])
     assert relaxed.lattice.a == pytest.approx(3.59, abs=0.02)  # EMT's copper, not the input's 3.75
     # The reference's frequencies are plain phonopy + EMT's on the EMT-relaxed structure.
@@ -507,7 +505,7 @@ def test_workflow_gpaw_si_matches_plain_phonopy_and_gpaw(store):
     # Plain GPAW with the same settings (the reference maker's calculator is not used).
     from gpaw import GPAW, PW, FermiDirac
 
-    from softening.makers.reference import mp_kpoint_mesh
+    from softening.mp_rules import mp_kpoint_mesh
 
     supercell = si.make_supercell([2, 2, 2], in_place=False)
 

@@ -12,19 +12,20 @@ import os
 import re
 import time
 import uuid as uuidlib
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import bson
 import numpy as np
 import pytest
 from conftest import WBM_XYZ, needs
+from documents import _doc, _insert_docs
 from jobflow import job, run_locally
 from monty.json import jsanitize
 
 from softening.errors import InputError, SofteningError
 from softening.settings import SofteningSettings, get_settings, redact
-from softening.stores import CodeInfo, ModelInfo, SofteningDoc, get_job_store
+from softening.stores import get_job_store
 from softening.stores.chunked import ChunkedStore
 from softening.stores.queries import load_forces, query_results
 
@@ -287,7 +288,6 @@ def test_chunked_store_round_trip_replace_remove(chunked):
 
 
 def test_chunked_store_other_types_and_damage(chunked):
-    from datetime import datetime
 
     when = datetime(2025, 1, 2, 3, 4, 5)
     payload = {"t": when, "x": list(range(20000))}
@@ -416,52 +416,6 @@ def test_embedded_store_has_indexes_and_queries(tmp_path):
     assert set(INDEXED_FIELDS) <= set(store.docs_store.indexes())
     assert {"blob_uuid", "job_uuid"} <= set(store.additional_stores["data"].indexes())
     assert [r["material_id"] for r in query_results(store, elements=["Cu"])] == ["Cu"]
-
-
-# ---- synthetic SofteningDocs for the query API and the builder -----------------------------------
-
-
-def _doc(material_id, model, scale, elements, mae=0.2, formula=None, **extra) -> SofteningDoc:
-    return SofteningDoc(
-        material_id=material_id,
-        formula=formula or material_id,
-        chemsys="-".join(sorted(elements)),
-        elements=sorted(elements),
-        model=ModelInfo(name=model, family=model.split("-")[0].lower()),
-        reference=CodeInfo(name="emt"),
-        n_frames=2,
-        n_atoms=8,
-        scale=scale,
-        scale_ci=(scale - 0.01, scale + 0.01),
-        scale_with_intercept=scale,
-        intercept=0.0,
-        mae=mae,
-        cmae=mae * 0.9,
-        per_element_scales={el: scale + 0.01 * k for k, el in enumerate(sorted(elements))},
-        package_version="test",
-        **extra,
-    )
-
-
-def _insert_docs(store, docs, uuids=None, completed_at=None) -> list[str]:
-    """Store SofteningDocs as jobflow would (same sanitising), without running jobs."""
-    store.connect()
-    uuids = uuids or [str(uuidlib.uuid4()) for _ in docs]
-    for u, d in zip(uuids, docs, strict=True):
-        out = jsanitize(d, strict=True, allow_bson=True) if not isinstance(d, dict) else d
-        store.docs_store.update(
-            {
-                "uuid": u,
-                "index": 1,
-                "output": out,
-                "completed_at": completed_at or datetime.now(UTC).isoformat(),
-                "metadata": {},
-                "hosts": [],
-                "name": "compare",
-            },
-            key=["uuid", "index"],
-        )
-    return uuids
 
 
 def test_query_api_filters(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from jobflow import Flow, JobConfig, OnMissing, Response, job, run_locally
 
 from softening.hpc.local import allocated_cores, default_workers, flow_outputs, run_flow
+from softening.schemas import StudyResult
 
 
 @job
@@ -183,7 +184,7 @@ def test_softening_flow_two_workers_equals_one(tmp_path):
         flow = _emt_flow()
         result = run_flow(flow, store, workers=workers)
         assert result.ok, result.failed
-        docs[workers] = flow_outputs(flow, store)
+        docs[workers] = StudyResult.model_validate(flow_outputs(flow, store)).softening
     assert [d.material_id for d in docs[1]] == [d.material_id for d in docs[2]]
     for one, two in zip(docs[1], docs[2], strict=True):
         assert one.n_frames == two.n_frames == 4

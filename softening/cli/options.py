@@ -1,0 +1,154 @@
+"""The command line's options, defined once: every command that takes one uses these.
+
+Typer reads each ``Annotated[type, typer.Option(...)]`` as the option's flag, help and type; a
+command's default is the parameter's default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# ---- everywhere ------------------------------------------------------------------------------------
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Result store: a folder (embedded SQLite store), a mongodb:// or mongodb+srv:// URI, "
+        "'mongodb' (SOFTENING_MONGO_* settings), or a .yaml jobflow store config. "
+        "[default: ./softening-db]",
+    ),
+]
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model", "-m", help="uMLIP name or weights path; repeat for several. [default: chgnet]"
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of MD, frame choice and bootstrap.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Refuse VASP references whose settings differ from the models' training data "
+        "(MP PBE/PBE+U) instead of flagging them.",
+    ),
+]
+TrustModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model-file",
+        help="Load whole pickled model files (MACE .model) that are neither known published "
+        "weights nor written by softening: loading one runs code from the file.",
+    ),
+]
+DatasetsArg = Annotated[
+    list[Path], typer.Argument(help="Labelled frames: extxyz, WBM/mlearn JSON, vasprun.")
+]
+StructuresArg = Annotated[list[Path], typer.Argument(help="Structure files (CIF, POSCAR, ...).")]
+
+# ---- the workflow of `run` and `submit` -----------------------------------------------------------
+MdModelOpt = Annotated[str, typer.Option(help="uMLIP that drives the MD.")]
+ReferenceOpt = Annotated[
+    str, typer.Option(help="Reference: gpaw, emt, vasp (atomate2 + custodian), or module:Class.")
+]
+TemperatureOpt = Annotated[float, typer.Option(help="MD temperature, K.")]
+StepsOpt = Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps).")]
+TimestepOpt = Annotated[float, typer.Option(help="MD time step, fs.")]
+StrideOpt = Annotated[int, typer.Option(help="Steps between stored MD frames.")]
+FramesOpt = Annotated[int, typer.Option(help="Frames labelled per material.")]
+StrainedOpt = Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")]
+EcutOpt = Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")]
+KspacingOpt = Annotated[float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")]
+TrainFramesOpt = Annotated[int, typer.Option(help="Frames per material to correct on.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Jobs run at once on this machine (reference statics of different frames side by "
+        "side). [default: the allocated cores (CPU affinity, SLURM_CPUS_PER_TASK) / torch_threads,"
+        " capped by memory]"
+    ),
+]
+
+# ---- results database: the filters of `query` and `report` (softening.stores.queries.ResultFilter)
+FormulaOpt = Annotated[
+    str | None, typer.Option("--formula", help="Reduced formula, any order (CuO = OCu).")
+]
+ChemsysOpt = Annotated[
+    str | None,
+    typer.Option("--chemsys", help="Chemical system: exactly these elements, e.g. Cu-O."),
+]
+ElementOpt = Annotated[
+    list[str] | None,
+    typer.Option("--element", "-e", help="Element the material contains; repeat for several."),
+]
+QueryModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model name (CHGNet-0.3.0) or family (chgnet)."),
+]
+FlagOpt = Annotated[
+    str | None,
+    typer.Option("--flag", help="Only results carrying a flag of this kind (e.g. unconverged)."),
+]
+ScaleMinOpt = Annotated[float | None, typer.Option("--scale-min", help="Lowest scale kept.")]
+ScaleMaxOpt = Annotated[float | None, typer.Option("--scale-max", help="Highest scale kept.")]
+MaterialOpt = Annotated[str | None, typer.Option("--material-id", help="Material identifier.")]
+PooledOpt = Annotated[
+    bool,
+    typer.Option("--include-pooled", help="Also the pooled results (one slope over a dataset)."),
+]
+AllRunsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-runs",
+        help="Every stored result, not only the latest per material, model and reference.",
+    ),
+]
+
+# ---- on a cluster ----------------------------------------------------------------------------------
+LaunchpadOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--launchpad",
+        help="FireWorks LaunchPad YAML; ${VAR}s come from the environment. "
+        "(default: SOFTENING_LAUNCHPAD, else ./launchpad.yaml)",
+    ),
+]
+QadapterOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--qadapter",
+        help="SLURM queue adapter YAML (partitions per category). "
+        "(default: SOFTENING_QADAPTER, else ./qadapter_slurm.yaml)",
+    ),
+]
+LaunchDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--launch-dir",
+        help="Folder (on the shared filesystem) for queue scripts and job folders. "
+        "(default: ./softening-launches)",
+    ),
+]
+LaunchOpt = Annotated[
+    bool,
+    typer.Option("--launch", help="Submit the READY jobs to SLURM (FireWorks' queue launcher)."),
+]
+FlowOpt = Annotated[
+    str | None, typer.Option(help="One flow: its flow id (any of its job ids) or flow uuid.")
+]
+
+# ---- properties ------------------------------------------------------------------------------------
+FiguresOpt = Annotated[
+    Path | None,
+    typer.Option(help="Folder for the figures (band structure + DOS, frequency parity)."),
+]
+MeshOpt = Annotated[
+    tuple[int, int, int], typer.Option(help="q-point mesh of the comparison (Gamma-centred).")
+]
+ThermalTemperatureOpt = Annotated[
+    float, typer.Option(help="Temperature of the thermal properties, K.")
+]

@@ -1,0 +1,234 @@
+"""Workflow commands: ``run`` (sample, label, compare), ``evaluate`` (labelled datasets),
+``finetune`` (correct a model). Each is a few lines over :mod:`softening.workflows.study`,
+:mod:`softening.makers.evaluate` and :mod:`softening.workflows.correction`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from softening.cli.display import (
+    console,
+    out_console,
+    print_json,
+    progress,
+    report_failures,
+    run_flow,
+    setup_logging,
+    trust_model_files,
+    warn,
+)
+from softening.cli.options import (
+    DatasetsArg,
+    EcutOpt,
+    FramesOpt,
+    JsonOpt,
+    KspacingOpt,
+    MdModelOpt,
+    ModelOpt,
+    ReferenceOpt,
+    SeedOpt,
+    StepsOpt,
+    StoreOpt,
+    StrainedOpt,
+    StrictOpt,
+    StrideOpt,
+    StructuresArg,
+    TemperatureOpt,
+    TimestepOpt,
+    TrainFramesOpt,
+    TrustModelOpt,
+    WorkersOpt,
+)
+from softening.errors import SofteningError
+
+
+def run(
+    structures: StructuresArg,
+    md_model: MdModelOpt = "chgnet",
+    model: ModelOpt = None,
+    reference: ReferenceOpt = "gpaw",
+    temperature: TemperatureOpt = 1000.0,
+    steps: StepsOpt = 10_000,
+    timestep: TimestepOpt = 2.0,
+    stride: StrideOpt = 10,
+    frames: FramesOpt = 10,
+    strained: StrainedOpt = 2,
+    ecut: EcutOpt = 500.0,
+    kspacing: KspacingOpt = 0.25,
+    seed: SeedOpt = 0,
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON summary and plots.")] = Path(
+        "softening-results"
+    ),
+    as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+    finetune: Annotated[
+        str | None,
+        typer.Option(
+            help="Also correct each model (scale, head or full) on --train-frames "
+            "frames per material and verify on the others."
+        ),
+    ] = None,
+    train_frames: TrainFramesOpt = 1,
+    workers: WorkersOpt = None,
+    trust_model_file: TrustModelOpt = False,
+    prop: Annotated[
+        str | None,
+        typer.Option(
+            "--property",
+            help="Also compute this property (phonon, surface, vacancy, barrier) with the "
+            "reference and each model; with --finetune, with each corrected model too.",
+        ),
+    ] = None,
+) -> None:
+    """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
+    from softening.stores import get_job_store
+    from softening.stores.queries import store_exists
+    from softening.workflows.inputs import job_folders
+    from softening.workflows.study import StudyOptions, collect_study
+
+    setup_logging(quiet=as_json)
+    trust_model_files(trust_model_file)
+    options = StudyOptions.from_options(locals())
+    # An existing store is opened first: a damaged one is reported at once, not after the models
+    # have loaded; a new one is created only once the inputs are known to be good.
+    job_store = get_job_store(store) if store_exists(store) else None
+    study = options.build(structures, store=store)
+    job_store = job_store or get_job_store(store)
+    outputs, failures = run_flow(study.flow, job_store, workers, **job_folders(reference, out))
+    outcome = collect_study(study.flow, job_store, outputs, failures, options)
+    parity = outcome.save(out)
+    if as_json:
+        print_json(outcome.summary)
+    else:
+        _print_study(outcome, out, parity)
+    report_failures(failures, bool(outcome.docs))
+
+
+def _print_study(outcome, out: Path, parity: Path | None) -> None:
+    from softening.cli.tables import scale_table
+
+    out_console.print(scale_table(outcome.docs, "Softening scale (s < 1: softened)"))
+    for p in outcome.summary.get("properties", []):
+        ratio = "n/a" if p["ratio"] is None else f"{p['ratio']:.3f}"
+        out_console.print(
+            f"{p['property']} {p['material_id']} {p['model']}: uMLIP/reference ratio {ratio}"
+        )
+    for v in outcome.checks:
+        b, a = v.before, v.after
+        out_console.print(
+            f"{v.correction.model.name}: held-out scale {b['scale']:.3f} -> {a['scale']:.3f}, "
+            f"MAE {b['mae']:.3f} -> {a['mae']:.3f} eV/Å ({v.correction.model.path})"
+        )
+        for w in v.warnings:
+            warn(w)
+    console.print(
+        f"summary: {out / 'summary.json'}" + (f", parity plot: {parity}" if parity else "")
+    )
+
+
+def evaluate(
+    datasets: DatasetsArg,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    seed: SeedOpt = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the scale-distribution plot.")
+    ] = None,
+    as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+    trust_model_file: TrustModelOpt = False,
+) -> None:
+    """Softening of uMLIPs on existing DFT-labelled frames (no MD, no new DFT)."""
+    from softening.cli.tables import models_table, scale_table
+    from softening.makers.evaluate import evaluate_datasets, evaluation_summary
+    from softening.stores import get_job_store
+    from softening.workflows.inputs import default_models
+
+    setup_logging(quiet=True)
+    trust_model_files(trust_model_file)
+    job_store = get_job_store(store)
+    with progress("evaluating frames") as advance:
+        evaluation = evaluate_datasets(
+            datasets, default_models(model), store=job_store, strict=strict, seed=seed,
+            progress=advance,
+        )  # fmt: skip
+    result = evaluation_summary(evaluation, out)
+    if as_json:
+        print_json(result)
+        return
+    for r in evaluation.reports:
+        console.print(r.summary(), highlight=False, soft_wrap=True)
+    if len(result["models"]) > 1:
+        out_console.print(models_table(result["models"]))
+    for name, v in result["models"].items():
+        out_console.print(scale_table(evaluation.models[name].materials, f"{name}"))
+        p = v["pooled"]
+        out_console.print(
+            f"[bold]{name} pooled[/]: scale {p['scale']:.3f} [{p['scale_ci'][0]:.3f}, "
+            f"{p['scale_ci'][1]:.3f}], MAE {p['mae']:.3f} eV/Å, cMAE {p['cmae']:.3f} eV/Å, "
+            f"{p['n_frames']} frames; softened (scale < 1): {100 * p['fraction_softened']:.1f} % "
+            f"of {p['n_materials']} materials"
+        )
+
+
+def finetune(
+    datasets: DatasetsArg,
+    model: Annotated[str, typer.Option("--model", "-m", help="uMLIP to correct.")] = "chgnet",
+    mode: Annotated[
+        str, typer.Option(help="scale (linear, closed form), head (readout only) or full.")
+    ] = "scale",
+    train_frames: Annotated[
+        int, typer.Option(help="Frames per material to fit on; the rest are held out.")
+    ] = 1,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keep frames whose material, formula, group or description contains "
+            "this text; repeat to require several (e.g. --select AIMD --select '843 K')."
+        ),
+    ] = None,
+    frame_choice: Annotated[
+        str, typer.Option(help="highest-energy, largest-force or random.")
+    ] = "highest-energy",
+    method: Annotated[str, typer.Option(help="Scale mode: lstsq or inverse-scale.")] = "lstsq",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (the paper: 100).")] = 100,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="MACE: extxyz of the foundation model's data, for multi-head replay."),
+    ] = None,
+    store: StoreOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+    trust_model_file: TrustModelOpt = False,
+) -> None:
+    """Correct a uMLIP on a few high-energy frames per material; verify on the held-out frames."""
+    from softening.cli.tables import groups_table
+    from softening.stores import get_job_store
+    from softening.workflows.correction import CorrectionOptions, verification_summary
+
+    setup_logging(quiet=as_json)
+    trust_model_files(trust_model_file)
+    flow = CorrectionOptions.from_options(locals()).build(datasets, store=store)
+    outputs, failures = run_flow(flow, get_job_store(store), workers=1)
+    if failures or not outputs:
+        raise SofteningError("correction failed: " + "; ".join(failures))
+    doc = outputs[0]
+    if as_json:
+        print_json(verification_summary(doc))
+        return
+    c = doc.correction
+    out_console.print(groups_table(doc))
+    b, a = doc.before, doc.after
+    out_console.print(
+        f"held-out: scale {b['scale']:.3f} -> {a['scale']:.3f}, MAE {b['mae']:.3f} -> "
+        f"{a['mae']:.3f} eV/Å; trained on {', '.join(c.train_frames)}"
+        + (f"; c = {c.factor:.4f}" if c.mode == "scale" else "")
+    )
+    out_console.print(f"corrected model: {c.model.path} (use it with --model {c.model.path})")
+    for w in doc.warnings:
+        warn(w)

@@ -6,7 +6,7 @@ run, whatever their value, so the job hands its output over to a replacement job
 index; ``Response(replace=...)``) that has no ``data=`` argument and outputs the stored document
 as it is in the store: its arrays are still the references (``{"blob_uuid": ...}``) to the blobs
 the first run wrote. jobflow loads those blobs whenever the output is resolved with ``load=True``
-(downstream jobs, :func:`softening.stores.queries.find_output_by_key`), so every consumer still
+(downstream jobs, :func:`find_stored_output` with ``load=True``), so every consumer still
 gets the full arrays.
 """
 

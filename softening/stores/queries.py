@@ -13,23 +13,6 @@ from jobflow import JobStore
 from softening.errors import InputError
 
 
-def find_output_by_key(store: JobStore | None, key: str, cls_name: str) -> dict[str, Any] | None:
-    """The stored output of a finished job with this content key, arrays loaded, or ``None``.
-
-    This is what makes a rerun of the same flow compute only what is missing: expensive jobs look
-    their result up by content key (structure + code + settings) before computing.
-    """
-    if store is None:
-        return None
-    doc = store.query_one(
-        {"output.content_key": key, "output.@class": cls_name},
-        properties=["output"],
-        load=True,
-        sort={"completed_at": -1},
-    )
-    return doc["output"] if doc else None
-
-
 def softening_docs(store: JobStore, criteria: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """All stored :class:`SofteningDoc` outputs matching ``criteria`` (on the document's fields)."""
     query = {"output.@class": "SofteningDoc"}

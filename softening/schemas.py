@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import total_ordering
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from pymatgen.core import Structure
 
 __all__ = [
     "Flag",
+    "flag_text",
     "flag_texts",
     "StudyResult",
     "BarrierDoc",
@@ -95,9 +97,17 @@ class Flag(BaseModel):
         return (self.kind, self.detail) < (other.kind, other.detail)
 
 
-def flag_texts(flags: list[Flag]) -> list[str]:
-    """The flags as ``"kind: detail"`` text (the ``--json`` and table form)."""
-    return [str(f) for f in flags]
+def flag_text(flag: Flag | dict[str, Any] | str) -> str:
+    """A flag as ``"kind: detail"`` text (the ``--json`` and table form): a :class:`Flag`, a stored
+    flag's dict, or text as it was written."""
+    if isinstance(flag, str):
+        return flag
+    return str(flag if isinstance(flag, Flag) else Flag.model_validate(flag))
+
+
+def flag_texts(flags: Iterable[Flag | dict[str, Any] | str] | None) -> list[str]:
+    """Flags as ``"kind: detail"`` texts (see :func:`flag_text`)."""
+    return [flag_text(f) for f in flags or []]
 
 
 def content_key(structure: Structure, code: str, settings: dict[str, Any]) -> str:

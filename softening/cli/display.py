@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from softening.errors import SofteningError
+from softening.schemas import flag_text, flag_texts
 
 # Piped output (CI logs, `| less`) gets 120 columns instead of rich's 80 so that tables stay readable.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
@@ -23,18 +24,6 @@ out_console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 # ---- flags ---------------------------------------------------------------------------------------
-
-
-def flag_text(flag: Any) -> str:
-    """A flag as ``"kind: detail"`` text (``str(flag)``; a stored flag's dict the same way)."""
-    if isinstance(flag, dict) and "kind" in flag:
-        return f"{flag['kind']}: {flag['detail']}" if flag.get("detail") else str(flag["kind"])
-    return str(flag)
-
-
-def flag_texts(flags: Iterable[Any] | None) -> list[str]:
-    """Flags as ``"kind: detail"`` texts (see :func:`flag_text`)."""
-    return [flag_text(f) for f in flags or []]
 
 
 def flag_kinds(flags: Iterable[Any] | None) -> str:

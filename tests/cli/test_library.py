@@ -436,3 +436,25 @@ def test_result_filter_by_flag_kind(store):
     ]
     assert [r["material_id"] for r in query_results(store, flag="missing_frames")] == ["mp-3"]
     assert len(query_results(store, ResultFilter())) == 3
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+def test_run_and_submit_defaults_are_the_study_options_defaults(command):
+    """typer needs the defaults in each command's signature: they must stay StudyOptions' own,
+    or `run`, `submit` and Python users would study different things by default."""
+    import inspect
+    from dataclasses import fields
+
+    from softening.cli import cluster, workflow
+    from softening.workflows.study import StudyOptions
+
+    fn = {"run": workflow.run, "submit": cluster.submit}[command]
+    params = inspect.signature(fn).parameters
+    defaults = {f.name: getattr(StudyOptions(), f.name) for f in fields(StudyOptions)}
+    checked = 0
+    for name, param in params.items():
+        key = "models" if name == "model" else name
+        if key in defaults:
+            assert param.default == defaults[key], (command, name)
+            checked += 1
+    assert checked >= 12  # every study option the command takes

@@ -34,6 +34,9 @@ __all__ = [
     "MDResult",
     "MDTrajectory",
     "ModelInfo",
+    "MixingCell",
+    "MixingDoc",
+    "MixingValues",
     "NEBResult",
     "PhononArrays",
     "PhononDoc",
@@ -415,14 +418,14 @@ class PropertyDoc(BaseModel):
     """A materials property computed with a uMLIP and compared with a reference (one document per
     material, model and property).
 
-    The base of every property document (phonons; surfaces, vacancies and migration barriers to
-    come): the same identity and provenance fields, so that one query by ``property``,
-    ``material_id``, ``formula``, ``elements`` or ``model.name`` finds them all; each subclass adds
-    its numbers as a typed ``values`` sub-document, and its large arrays as ``arrays`` (kept in the
-    JobStore's ``data`` store).
+    The base of every property document (phonons, surfaces, vacancies, barriers, mixing energies
+    and any registered property): the same identity and provenance fields, so that one query by
+    ``property``, ``material_id``, ``formula``, ``elements`` or ``model.name`` finds them all; each
+    subclass adds its numbers as a typed ``values`` sub-document, and its large arrays as
+    ``arrays`` (kept in the JobStore's ``data`` store). :meth:`create` fills the header once.
     """
 
-    property: str = Field(description="Property name: 'phonon' (later 'surface', 'vacancy', ...).")
+    property: str = Field(description="Property name, as registered: 'phonon', 'surface', ...")
     material_id: str = Field(description="Material identifier (folder name, file stem or id).")
     formula: str = Field(description="Reduced formula.")
     chemsys: str = Field(description="Chemical system, elements joined by '-' alphabetically.")
@@ -445,6 +448,40 @@ class PropertyDoc(BaseModel):
     )
     package_version: str = Field(description="softening version that produced the document.")
     created_at: datetime = Field(default_factory=_now, description="Creation time (UTC).")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        material_id: str,
+        composition: Any,
+        model: ModelInfo | dict[str, Any],
+        reference: CodeInfo | dict[str, Any],
+        values: Any,
+        **fields: Any,
+    ) -> PropertyDoc:
+        """The document with its header (formula, chemical system, elements, package version)
+        derived once from ``composition`` (a pymatgen Composition, or a Structure's); any other
+        field (``ratio``, ``flags``, ``sources``, ``parent_uuids``, ``setup``...) as keyword."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        composition = getattr(composition, "composition", composition)
+        elements = sorted({el.symbol for el in composition.elements})
+        try:
+            package_version = version("softening")
+        except PackageNotFoundError:  # a source tree that was never installed
+            package_version = "unknown"
+        return cls(
+            material_id=material_id,
+            formula=composition.reduced_formula,
+            chemsys="-".join(elements),
+            elements=elements,
+            model=model,
+            reference=reference,
+            values=values,
+            package_version=fields.pop("package_version", package_version),
+            **fields,
+        )
 
 
 class PhononValues(BaseModel):
@@ -669,6 +706,94 @@ class BarrierDoc(PropertyDoc):
 
     property: str = Field("barrier", description="Property name: 'barrier'.")
     values: BarrierValues = Field(description="Barriers and both energy profiles.")
+
+
+# ---- solid solutions (mixing energies) -------------------------------------------------------------
+
+
+class MixingCell(BaseModel):
+    """One ordered cell of a solid solution: formation energies of reference and model."""
+
+    cell: str = Field(description="Cell name (sub-folder, frame name, or generated ordering id).")
+    formula: str = Field(description="Reduced formula of the cell.")
+    n_atoms: int = Field(description="Atoms in the cell.")
+    fractions: dict[str, float] = Field(
+        description="Fraction of each end member (dimensionless; for pure elements, atom "
+        "fractions; for compound end members, the share of atoms in that end member)."
+    )
+    e_form_ref: float = Field(
+        description="Reference formation energy against the reference's own end members, eV/atom."
+    )
+    e_form: float = Field(
+        description="Model formation energy against the model's own end members, eV/atom."
+    )
+    e_hull_ref: float = Field(description="Reference energy above its own hull, eV/atom.")
+    e_hull: float = Field(description="Model energy above its own hull, eV/atom.")
+    energy_ref: float = Field(description="Reference total energy of the cell, eV.")
+    energy: float = Field(description="Model total energy of the cell, eV.")
+    end_member: bool = Field(False, description="Whether the cell is one end member alone.")
+    relaxed: bool = Field(False, description="Whether each method relaxed the cell itself.")
+    converged: bool = Field(True, description="Whether every relaxation reached its fmax.")
+    source: str | None = Field(None, description="Where the cell was read from.")
+
+
+class MixingValues(BaseModel):
+    """Formation energies of the cells of one solid-solution system, reference against model."""
+
+    system: str = Field(description="System name: the end members joined by '-'.")
+    end_members: list[str] = Field(description="End-member compositions (reduced formulas).")
+    end_member_cells_ref: list[str] = Field(
+        description="The cell of each end member with the lowest reference energy per formula "
+        "unit (the reference's zero)."
+    )
+    end_member_cells: list[str] = Field(
+        description="The cell of each end member with the lowest model energy (the model's zero)."
+    )
+    cells: list[MixingCell] = Field(description="One row per cell, end members included.")
+    n_mixed: int = Field(description="Cells with more than one end member (the statistics' cells).")
+    slope: float | None = Field(
+        None,
+        description="Slope through the origin of model against reference formation energies "
+        "over the mixed cells (dimensionless; < 1 = softened).",
+    )
+    std_ratio: float | None = Field(
+        None,
+        description="Standard deviation of model formation energies over that of the reference, "
+        "mixed cells (dimensionless; < 1 = compressed spread).",
+    )
+    mae: float | None = Field(
+        None, description="Mean |e_form - e_form_ref| over mixed cells, eV/atom."
+    )
+    fraction_closer_to_zero: float | None = Field(
+        None,
+        description="Share of mixed cells with |e_form| < |e_form_ref| (dimensionless).",
+    )
+    hull_ref: list[str] = Field(description="Cells on the reference's lower convex hull.")
+    hull: list[str] = Field(description="Cells on the model's lower convex hull.")
+    omega_ref: float | None = Field(
+        None,
+        description="Reference regular-solution parameter of e_form = Omega x (1 - x), eV/atom "
+        "(binaries only).",
+    )
+    omega: float | None = Field(
+        None, description="Model regular-solution parameter, eV/atom (binaries only)."
+    )
+    tc_ref: float | None = Field(
+        None,
+        description="Reference mean-field miscibility-gap temperature Omega / (2 k_B), K "
+        "(binaries with Omega > 0 only).",
+    )
+    tc: float | None = Field(
+        None, description="Model miscibility-gap temperature Omega / (2 k_B), K."
+    )
+    relaxed: bool = Field(False, description="Whether each method relaxed the cells itself.")
+
+
+class MixingDoc(PropertyDoc):
+    """Solid-solution formation energies of one system with one uMLIP against a reference."""
+
+    property: str = Field("mixing", description="Property name: 'mixing'.")
+    values: MixingValues = Field(description="Per-cell formation energies and their summary.")
 
 
 class NEBResult(BaseModel):

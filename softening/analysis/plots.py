@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "energy_profile_plot",
+    "formation_energy_plot",
     "frequency_parity_plot",
     "mae_vs_cmae_plot",
     "parity_plot",
@@ -525,6 +526,51 @@ def energy_profile_plot(
                 label=name)  # fmt: skip
     ax.set_xlabel("reaction coordinate (Å)")
     ax.set_ylabel("energy relative to initial (eV)")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def formation_energy_plot(
+    series: Mapping[str, tuple[Any, Any, Any]],
+    path: str | Path,
+    x_label: str,
+    title: str | None = None,
+    hull_lines: bool = True,
+) -> Path:
+    """Formation energy against composition, one series per method, with each method's hull.
+
+    Parameters
+    ----------
+    series
+        ``{method: (x, e_form eV/atom, on_hull booleans)}``; the first is the reference.
+    path
+        PNG file to write.
+    x_label
+        Label of x (the fraction of one end member).
+    title
+        Figure title.
+    hull_lines
+        Join each method's hull cells by a line (binaries; a line through a projection of a
+        ternary hull would mislead).
+    """
+    if not series:
+        raise ValueError("no series to plot")
+    fig = _new_figure((5.5, 4.0))
+    ax = fig.add_subplot()
+    for k, (name, (x, e, on_hull)) in enumerate(series.items()):
+        x, e = _values(x, "fractions"), _values(e, f"{name} formation energies")
+        hull = np.asarray(on_hull, dtype=bool)
+        color = f"C{k % 10}"
+        ax.scatter(x, 1000 * e, s=10, color=color, alpha=_alpha(len(x)), label=name)
+        if hull.any():
+            order = np.argsort(x[hull])
+            ax.plot(x[hull][order], 1000 * e[hull][order], "o-" if hull_lines else "o",
+                    color=color, mfc="none", lw=1.2, label=f"{name} hull")  # fmt: skip
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("formation energy (meV/atom)")
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)

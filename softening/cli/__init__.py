@@ -6,7 +6,7 @@ too:
 - :mod:`~softening.cli.workflow`: ``run``, ``evaluate``, ``finetune``;
 - :mod:`~softening.cli.results`: ``query``, ``build``, ``report``;
 - :mod:`~softening.cli.cluster`: ``submit``, ``status``, ``rerun``;
-- :mod:`~softening.cli.properties`: ``phonons``, ``surfaces``, ``properties``;
+- :mod:`~softening.cli.properties`: ``phonons``, ``surfaces``, ``mixing``, ``properties``;
 - :mod:`~softening.cli.doctor`: ``doctor``.
 
 Options are defined once (:mod:`~softening.cli.options`), output helpers and tables in
@@ -82,7 +82,10 @@ for _panel, _commands in (
     ("Workflow", (workflow.run, workflow.evaluate, workflow.finetune)),
     ("Results", (results.query, results.build, results.report)),
     ("Cluster", (cluster.submit, cluster.status, cluster.rerun)),
-    ("Properties", (properties.phonons, properties.surfaces, properties.properties)),
+    (
+        "Properties",
+        (properties.phonons, properties.surfaces, properties.mixing, properties.properties),
+    ),
     ("Setup", (doctor.doctor,)),
 ):
     for _command in _commands:

@@ -23,6 +23,7 @@ from softening.cli.options import (
     LaunchDirOpt,
     LaunchOpt,
     LaunchpadOpt,
+    MaxCellsOpt,
     MdModelOpt,
     ModelOpt,
     QadapterOpt,
@@ -33,6 +34,7 @@ from softening.cli.options import (
     StrainedOpt,
     StrictOpt,
     StrideOpt,
+    SubstituteOpt,
     TemperatureOpt,
     TimestepOpt,
     TrainFramesOpt,
@@ -102,10 +104,13 @@ def submit(
         typer.Option(
             "--property",
             "-p",
-            help="Submit the flow of `softening properties` instead (phonon, or surface, vacancy, "
-            "barrier) with --model, --reference, --ecut and --kspacing.",
+            help="Submit the flow of `softening properties` instead (phonon, surface, vacancy, "
+            "barrier, mixing, or any registered one) with --model, --reference, --ecut, "
+            "--kspacing, --substitute and --max-cells.",
         ),
     ] = None,
+    substitute: SubstituteOpt = None,
+    max_cells: MaxCellsOpt = 4,
 ) -> None:
     """Submit the workflow of `run` to a cluster: FireWorks LaunchPad + SLURM, or one SLURM job.
 
@@ -138,7 +143,7 @@ def submit(
 
             flow, _, _ = properties_flow(
                 structures, prop, default_models(model), reference=reference, ecut=ecut,
-                kspacing=kspacing, local_checks=False,
+                kspacing=kspacing, local_checks=False, substitute=substitute, max_cells=max_cells,
             )  # fmt: skip
         else:
             flow = options.build(structures, store=spec, local_checks=False).flow

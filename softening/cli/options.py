@@ -144,11 +144,40 @@ FlowOpt = Annotated[
 # ---- properties ------------------------------------------------------------------------------------
 FiguresOpt = Annotated[
     Path | None,
-    typer.Option(help="Folder for the figures (band structure + DOS, frequency parity)."),
+    typer.Option(
+        help="Folder for the figures (parity plots, phonon bands, formation energies...)."
+    ),
 ]
 MeshOpt = Annotated[
     tuple[int, int, int], typer.Option(help="q-point mesh of the comparison (Gamma-centred).")
 ]
 ThermalTemperatureOpt = Annotated[
     float, typer.Option(help="Temperature of the thermal properties, K.")
+]
+
+# ---- the property and its options (`properties`, `run --property`, `submit --property`) ----------
+PropertyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--property",
+        "-p",
+        help="Property to compute: phonon, surface, vacancy, barrier, mixing, or any registered "
+        "one (repeat for several). [default: phonon]",
+    ),
+]
+SubstituteOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--substitute",
+        help="HOST:GUEST (e.g. Mg:Ca): --property mixing enumerates the orderings of GUEST on "
+        "HOST's sublattice.",
+    ),
+]
+MaxCellsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-cells",
+        min=1,
+        help="--property mixing: largest supercell of the orderings, in primitive cells.",
+    ),
 ]

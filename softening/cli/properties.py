@@ -1,9 +1,11 @@
 """Property commands: ``phonons`` (existing DFT phonons), ``surfaces`` (existing DFT surface
-energies) and ``properties`` (phonon, surface, vacancy, barrier computed with the reference too).
+energies), ``mixing`` (existing DFT solid-solution energies) and ``properties`` (any registered
+property computed with the reference too).
 
-The commands read inputs, run the flows of :mod:`softening.workflows.properties`,
-:mod:`softening.makers.surfaces` and :mod:`softening.makers.defects` into the result store, and
-print the records and figures of :mod:`softening.workflows.property_results`.
+The commands read inputs, run the flows of :mod:`softening.workflows.properties` and the property
+makers into the result store, and print the records and figures of
+:mod:`softening.workflows.property_results`; tables and lines come from each property's registry
+entry (:mod:`softening.makers.properties`).
 """
 
 from __future__ import annotations
@@ -27,48 +29,62 @@ from softening.cli.options import (
     FiguresOpt,
     JsonOpt,
     KspacingOpt,
+    MaxCellsOpt,
     MeshOpt,
     ModelOpt,
+    PropertyOpt,
     StoreOpt,
     StructuresArg,
+    SubstituteOpt,
     ThermalTemperatureOpt,
 )
 from softening.errors import InputError, SofteningError
 
 
-def _report(docs, model_names: list[str], phonon: bool, out: Path | None, as_json: bool,
+def _report(docs, model_names: list[str], out: Path | None, as_json: bool,
             extra: dict[str, Any]) -> None:  # fmt: skip
     """Print (or ``--json``) the property documents; figures into ``out``."""
-    from softening.cli.tables import phonon_table, property_table
+    from softening.cli.tables import property_tables
+    from softening.makers.properties import get_property
     from softening.workflows.property_results import properties_result, property_figures
 
-    result = properties_result(docs, model_names, phonon)
+    result = properties_result(docs, model_names)
     result.update(extra)
     if out is not None:
-        result["plots"] = property_figures(docs, out, phonon)
+        result["plots"] = property_figures(docs, out)
     if as_json:
         print_json(result)
         return
-    if phonon:
-        out_console.print(phonon_table(docs, "Phonons: uMLIP against reference"))
-    else:
-        out_console.print(property_table(docs))
-        for name, entry in result["models"].items():
-            for prop, s in entry["summary"].items():
-                console.print(
-                    f"{name} {prop}: MAE {s['mae']:.3f}, mean ratio {s['mean_ratio']:.3f}, "
-                    f"{100 * s['fraction_underestimated']:.0f} % of {s['n']} underestimated",
-                    highlight=False,
-                )
+    for table in property_tables(docs):
+        out_console.print(table)
+    for name, entry in result["models"].items():
+        for prop, s in entry.get("summary", {}).items():
+            console.print(
+                f"{name} {prop}: MAE {s['mae']:.3f}, mean ratio {s['mean_ratio']:.3f}, "
+                f"{100 * s['fraction_underestimated']:.0f} % of {s['n']} underestimated",
+                highlight=False,
+            )
+    for d in docs:
+        line = get_property(d.property).summary_line
+        text = line(d.model.name, property_summary(d)) if line else None
+        if text:
+            console.print(text, highlight=False)
     for d in docs:
         for f in d.flags:
             console.print(
                 f"[yellow]{d.material_id} {d.model.name}:[/] {flag_text(f)}", highlight=False
             )
-        for s in [] if phonon else getattr(d.values, "skipped", []):
+        for s in getattr(d.values, "skipped", None) or []:
             console.print(f"[yellow]{d.material_id} skipped:[/] {s}", highlight=False)
     if out is not None:
         console.print(f"figures in {out}", highlight=False)
+
+
+def property_summary(doc: Any) -> dict[str, Any]:
+    """The ``--json`` record of ``doc`` (its registry entry's)."""
+    from softening.workflows.property_results import property_summary as record
+
+    return record(doc)
 
 
 def phonons(
@@ -107,8 +123,8 @@ def phonons(
     if failures:
         raise SofteningError("phonon comparison failed: " + "; ".join(failures))
     ids = [d.material for d in datasets]
-    docs = flow_property_docs(flow, job_store, outputs, ids, names, phonon=True)
-    _report(docs, names, True, out, as_json, {})
+    docs = flow_property_docs(flow, job_store, outputs, ids, names)
+    _report(docs, names, out, as_json, {})
 
 
 def surfaces(
@@ -141,19 +157,48 @@ def surfaces(
     docs, failures = run_flow(flow, get_job_store(store))
     if failures:
         raise SofteningError("surface comparison failed: " + "; ".join(failures))
-    _report(docs, names, False, out, as_json, {})
+    _report(docs, names, out, as_json, {})
+
+
+def mixing(
+    data: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Solid-solution data, one system each: a folder of one sub-folder per ordered "
+            "cell (vasprun.xml, full or stripped to its last step, or OUTCAR + CONTCAR/POSCAR), "
+            "an extended XYZ file with energies, or an ASE database (.db)."
+        ),
+    ],
+    model: ModelOpt = None,
+    end_members: Annotated[
+        str | None,
+        typer.Option(
+            "--end-members",
+            help="End-member formulas, comma-separated (e.g. AlN,SiC for a pseudo-binary). "
+            "[default: the pure elements]",
+        ),
+    ] = None,
+    store: StoreOpt = None,
+    out: FiguresOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare uMLIP formation energies of ordered solid-solution cells with DFT (no DFT run)."""
+    from softening.stores import get_job_store
+    from softening.workflows.inputs import default_models
+    from softening.workflows.properties import mixing_flow
+
+    setup_logging(quiet=as_json)
+    # Everything is read and checked before any job runs: bad input leaves nothing behind.
+    flow, names = mixing_flow(data, default_models(model), end_members)
+    docs, failures = run_flow(flow, get_job_store(store))
+    if failures:
+        raise SofteningError("mixing comparison failed: " + "; ".join(failures))
+    _report(docs, names, out, as_json, {})
 
 
 def properties(
     structures: StructuresArg,
-    prop: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--property",
-            "-p",
-            help="Property to compute: phonon, surface, vacancy, barrier. [default: phonon]",
-        ),
-    ] = None,
+    prop: PropertyOpt = None,
     model: ModelOpt = None,
     reference: Annotated[
         str,
@@ -178,15 +223,17 @@ def properties(
     kspacing: KspacingOpt = 0.25,
     mesh: MeshOpt = (16, 16, 16),
     temperature: ThermalTemperatureOpt = 300.0,
+    substitute: SubstituteOpt = None,
+    max_cells: MaxCellsOpt = 4,
     store: StoreOpt = None,
     out: FiguresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute properties (phonon, surface, vacancy, barrier) with the reference and with uMLIPs, and
-    compare them."""
+    """Compute properties (phonon, surface, vacancy, barrier, mixing, or any registered one) with
+    the reference and with uMLIPs, and compare them."""
     from softening.stores import get_job_store
     from softening.workflows.inputs import default_models, job_folders
-    from softening.workflows.properties import DEFECT_PROPERTIES, properties_flow
+    from softening.workflows.properties import properties_flow
     from softening.workflows.property_results import flow_property_docs
 
     setup_logging(quiet=as_json)
@@ -196,15 +243,14 @@ def properties(
         structures, props, default_models(model), reference=reference, ecut=ecut,
         kspacing=kspacing, relax=relax, supercell_matrix=_parse_supercell(supercell),
         min_length=min_length, displacement=displacement, mesh=tuple(mesh),
-        temperature=temperature,
+        temperature=temperature, substitute=substitute, max_cells=max_cells,
     )  # fmt: skip
-    phonon = not set(props) & set(DEFECT_PROPERTIES)
     names = [m.name for m in loaded]
     job_store = get_job_store(store)
     outputs, failures = run_flow(flow, job_store, **job_folders(reference, out))
-    docs = flow_property_docs(flow, job_store, outputs, ids, names, phonon=phonon)
+    docs = flow_property_docs(flow, job_store, outputs, ids, names)
     report_failures(failures, bool(docs))
-    _report(docs, names, phonon, out, as_json, {"failed_jobs": failures} if failures else {})
+    _report(docs, names, out, as_json, {"failed_jobs": failures} if failures else {})
 
 
 def _parse_supercell(text: str | None) -> list[list[int]] | None:

@@ -168,47 +168,26 @@ def plan_table(plan: Any) -> Table:
     return table
 
 
-def phonon_table(docs: Sequence[Any], title: str) -> Table:
-    """Per material and model: highest frequency and its ratio, frequency errors, force scale."""
-    cols = ("material", "model", "ω_max ref/model THz", "ratio", "freq MAE/max THz",
-            "force scale", "force MAE eV/Å", "imag. ref/model", "flags")  # fmt: skip
-    table = _columns(Table(title=title), cols, ("material", "model", "flags"))
+def property_tables(docs: Sequence[Any]) -> list[Table]:
+    """The tables of property documents, one per table title of their registry entries (in the
+    order the documents come): an entry's own columns (``table_cells``), or the item-style
+    columns (``items``: reference and uMLIP values and their ratio); flags last."""
+    from softening.makers.properties import get_property
+
+    tables: dict[str, Table] = {}
     for d in docs:
-        v = d.values
-        table.add_row(
-            d.material_id,
-            d.model.name,
-            f"{v.omega_max_ref:.2f}/{v.omega_max:.2f}",
-            f"{v.omega_max_ratio:.3f}",
-            f"{v.freq_mae:.2f}/{v.freq_max_abs_error:.2f}",
-            f"{v.scale:.3f}",
-            f"{v.mae:.4f}",
-            f"{100 * v.imaginary_fraction_ref:.1f}/{100 * v.imaginary_fraction:.1f} %",
-            flag_kinds(d.flags),
-        )
-    table.caption = "ratio = ω_max(model) / ω_max(reference); < 1: softened"
-    return table
-
-
-def property_table(docs: Sequence[Any]) -> Table:
-    """Surface, vacancy and barrier rows: reference and uMLIP values and their ratio."""
-    from softening.workflows.property_results import property_rows
-
-    cols = ("material", "model", "property", "item", "reference", "uMLIP", "ratio", "flags")
-    table = Table(title="Properties: uMLIP against reference")
-    _columns(table, cols, ("material", "model", "property", "item", "flags"))
-    for d in docs:
-        for r in property_rows(d):
-            if d.property == "surface":
-                item = f"({' '.join(map(str, r['facet'] or []))})" + (
-                    " rec." if r["reconstructed"] else ""
-                )
-                ref, ml, unit = r["gamma_ref"], r["gamma"], "J/m²"
-            elif d.property == "vacancy":
-                item, ref, ml = f"site {r['site']} {r['species']}", r["e_vac_ref"], r["e_vac"]
-                unit = "eV"
-            else:
-                item, ref, ml, unit = f"hop {r['path']}", r["barrier_ref"], r["barrier"], "eV"
+        spec = get_property(d.property)
+        table = tables.get(spec.table_title)
+        if table is None:
+            left = {"material", "model", "property", "item", "system", "flags"}
+            table = _columns(Table(title=spec.table_title), spec.table_columns, left)
+            table.caption = spec.table_caption
+            tables[spec.table_title] = table
+        if spec.table_cells is not None:
+            for cells in spec.table_cells(d):
+                table.add_row(*cells, flag_kinds(d.flags))
+            continue
+        for item, ref, ml, unit in spec.items(d) if spec.items else []:
             table.add_row(
                 d.material_id,
                 d.model.name,
@@ -219,5 +198,4 @@ def property_table(docs: Sequence[Any]) -> Table:
                 f"{ml / ref:.3f}" if ref else "-",
                 flag_kinds(d.flags),
             )
-    table.caption = "ratio = uMLIP / reference; < 1: underestimated (softened)"
-    return table
+    return list(tables.values())

@@ -26,6 +26,7 @@ from softening.cli.options import (
     FramesOpt,
     JsonOpt,
     KspacingOpt,
+    MaxCellsOpt,
     MdModelOpt,
     ModelOpt,
     ReferenceOpt,
@@ -36,6 +37,7 @@ from softening.cli.options import (
     StrictOpt,
     StrideOpt,
     StructuresArg,
+    SubstituteOpt,
     TemperatureOpt,
     TimestepOpt,
     TrainFramesOpt,
@@ -79,10 +81,13 @@ def run(
         str | None,
         typer.Option(
             "--property",
-            help="Also compute this property (phonon, surface, vacancy, barrier) with the "
-            "reference and each model; with --finetune, with each corrected model too.",
+            help="Also compute this property (phonon, surface, vacancy, barrier, mixing, or any "
+            "registered one) with the reference and each model; with --finetune, with each "
+            "corrected model too.",
         ),
     ] = None,
+    substitute: SubstituteOpt = None,
+    max_cells: MaxCellsOpt = 4,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.stores import get_job_store

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,9 +40,14 @@ from softening.analysis.defects import (
 )
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
+from softening.makers.properties import (
+    BULK,
+    PropertyFlowMaker,
+    PropertySpec,
+    default_record,
+    register_property,
+)
 from softening.makers.reference import ReferenceStaticMaker
-from softening.makers.surfaces import BULK, relax_frames_job
-from softening.makers.umlip import UMLIPStaticMaker
 from softening.schemas import (
     BarrierDoc,
     BarrierValues,
@@ -188,8 +193,6 @@ def compare_vacancy_results(
     CalculationError
         A frame without a reference or model energy (a rerun computes it).
     """
-    from softening import __version__
-
     umlip = UMLIPResults.model_validate(umlip)
     material = inputs["material"]
     refs, mls = _by_id(references, material), _by_id(umlip, material)
@@ -225,7 +228,6 @@ def compare_vacancy_results(
                 flags.append(f"unconverged: relaxation of {fid} did not reach its fmax")
         rows.append(VacancyRow(**s, n_atoms=n - 1, **row))
     mae = float(np.mean([abs(r.e_vac - r.e_vac_ref) for r in rows]))
-    elements = sorted({el.symbol for el in refs[BULK].structure.composition})
     ref_doc = refs[BULK]
     values = VacancyValues(
         rows=rows,
@@ -237,17 +239,14 @@ def compare_vacancy_results(
         mae=mae,
     )
     ratio = float(np.mean([r.e_vac / r.e_vac_ref for r in rows if r.e_vac_ref != 0] or [np.nan]))
-    return VacancyDoc(
+    return VacancyDoc.create(
         material_id=material,
-        formula=ref_doc.structure.composition.reduced_formula,
-        chemsys="-".join(elements),
-        elements=elements,
+        composition=ref_doc.structure,
         model=umlip.model,
         reference=ref_doc.code,
         ratio=None if np.isnan(ratio) else ratio,
         flags=flags,
         parent_uuids=list(parent_uuids),
-        package_version=__version__,
         values=values,
     )
 
@@ -274,87 +273,43 @@ def vacancy_compare_job(
 
 
 @dataclass
-class VacancyMaker(Maker):
+class VacancyMaker(PropertyFlowMaker):
     """Vacancy formation energies of one elemental structure with a reference and uMLIPs.
+
+    The loop is :class:`~softening.makers.properties.PropertyFlowMaker`'s; with ``relax``, each
+    method also relaxes the defect positions (cell fixed) and both unrelaxed and relaxed formation
+    energies are reported.
 
     Attributes
     ----------
     name
         Flow name.
-    reference_maker
-        :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or a VASP reference maker.
-    umlip_maker
-        Template of the uMLIP jobs; each model gets a copy with its ``model`` set.
-    models
-        uMLIP specs.
+    reference_maker, umlip_maker, models, relax, relax_fmax, relax_steps
+        As :class:`~softening.makers.properties.PropertyFlowMaker`.
     min_image_distance
         Smallest distance between a vacancy and its periodic images, Å (picks the supercell).
     supercell_matrix
         Diagonal supercell ``[n1, n2, n3]`` instead of the choice by ``min_image_distance``.
     symprec
         Symmetry tolerance of the distinct sites, Å.
-    relax
-        Also relax the defect positions (cell fixed; BFGS) with each method's own forces
-        (embedded references only).
-    relax_fmax
-        Force threshold of that relaxation, eV/Å.
-    relax_steps
-        Most optimiser steps of that relaxation.
     """
 
     name: str = "vacancy"
-    reference_maker: Any = field(default_factory=ReferenceStaticMaker)
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
     min_image_distance: float = 8.0
     supercell_matrix: list[int] | None = None
     symprec: float = 0.01
-    relax: bool = False
-    relax_fmax: float = 0.05
-    relax_steps: int = 200
 
-    def make(self, structure: Structure, material_id: str | None = None) -> Flow:
-        """The flow for ``structure``; output: one :class:`VacancyDoc` per model."""
-        mid = material_id or structure.composition.reduced_formula
-        inputs, frames = vacancy_inputs(
-            structure, mid, self.min_image_distance, self.supercell_matrix, self.symprec
+    def inputs(self, structure: Structure, material_id: str) -> tuple[dict, list[FrameSpec]]:
+        """The bulk supercell and one frame per symmetry-distinct vacancy."""
+        return vacancy_inputs(
+            structure, material_id, self.min_image_distance, self.supercell_matrix, self.symprec
         )
-        if self.relax and (
-            not isinstance(self.reference_maker, ReferenceStaticMaker)
-            or self.reference_maker.calculator == "vasp"
-        ):
-            raise InputError("relax: only embedded references (gpaw, emt) relax here")
-        jobs = []
-        for frame in frames:
-            j = self.reference_maker.make(frame)
-            j.append_name(f" {mid} {frame.frame_id}")
-            jobs.append(j)
-        refs = [j.output for j in jobs]
-        ref_relaxed = None
-        if self.relax:
-            rr = relax_frames_job(
-                frames, self.reference_maker, None, self.relax_fmax, self.relax_steps
-            )
-            rr.name = f"relax vacancies {self.reference_maker.calculator} {mid}"
-            jobs.append(rr)
-            ref_relaxed = rr.output["frames"]
-        outputs = []
-        for spec in self.models:
-            ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.append_name(f" {spec} {mid} vacancies")
-            jobs.append(ml)
-            ml_relaxed, parents = None, [j.uuid for j in jobs]
-            if self.relax:
-                mr = relax_frames_job(frames, None, spec, self.relax_fmax, self.relax_steps)
-                mr.name = f"relax vacancies {spec} {mid}"
-                jobs.append(mr)
-                ml_relaxed = mr.output
-                parents.append(mr.uuid)
-            cmp = vacancy_compare_job(inputs, refs, ml.output, ref_relaxed, ml_relaxed, parents)
-            cmp.append_name(f" {mid} {spec}")
-            jobs.append(cmp)
-            outputs.append(cmp.output)
-        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+    def compare(self, inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids):
+        """:func:`vacancy_compare_job`."""
+        return vacancy_compare_job(
+            inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids
+        )
 
 
 # ---- migration barriers ----------------------------------------------------------------------------
@@ -541,8 +496,6 @@ def compare_barrier_results(
     CalculationError
         An image without a reference energy (a rerun computes it).
     """
-    from softening import __version__
-
     neb = NEBResult.model_validate(neb)
     refs = _by_id(references, neb.material_id)
     ids = [f.frame_id for f in neb.frames]
@@ -576,18 +529,14 @@ def compare_barrier_results(
         climb=neb.climb,
         n_atoms=len(structures[0]),
     )
-    elements = sorted({el.symbol for el in structures[0].composition})
-    return BarrierDoc(
+    return BarrierDoc.create(
         material_id=neb.material_id,
-        formula=structures[0].composition.reduced_formula,
-        chemsys="-".join(elements),
-        elements=elements,
+        composition=structures[0],
         model=neb.model,
         reference=refs[ids[0]].code,
         ratio=barrier / barrier_ref if barrier_ref > 0 else None,
         flags=flags,
         parent_uuids=list(parent_uuids),
-        package_version=__version__,
         values=values,
     )
 
@@ -690,3 +639,113 @@ class BarrierMaker(Maker):
             jobs += [neb, *refs, cmp]
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+
+# ---- the registry entries -----------------------------------------------------------------------
+
+
+def vacancy_rows(doc: VacancyDoc) -> list[dict[str, Any]]:
+    """Per-site JSON records of a :class:`VacancyDoc` (energies in eV)."""
+    v = doc.values
+    return [
+        {
+            "material": doc.material_id,
+            **r.model_dump(),
+            "supercell_matrix": v.supercell_matrix,
+            "min_image_distance": v.min_image_distance,
+            "chemical_potential": v.chemical_potential,
+        }
+        for r in v.rows
+    ]
+
+
+def barrier_rows(doc: BarrierDoc) -> list[dict[str, Any]]:
+    """The JSON record of a :class:`BarrierDoc` (energies in eV, coordinate in Å)."""
+    return [
+        {
+            "material": doc.material_id,
+            **doc.values.model_dump(),
+            "flags": [str(f) for f in doc.flags],
+        }
+    ]
+
+
+def barrier_profiles(docs: Sequence[BarrierDoc], out: Any) -> dict[str, str]:
+    """Each barrier's energy profile, reference on the model's images and the model."""
+    from pathlib import Path
+
+    from softening.analysis.plots import energy_profile_plot
+    from softening.naming import safe_filename
+
+    files = {}
+    for d in docs:
+        v = d.values
+        path = Path(out) / (
+            f"barrier_{safe_filename(d.material_id)}_{safe_filename(d.model.name)}.png"
+        )
+        energy_profile_plot(
+            {
+                f"{d.reference.name} on {d.model.name} images": (
+                    v.reaction_coordinate, v.profile_ref,
+                ),
+                d.model.name: (v.reaction_coordinate, v.profile),
+            },
+            path,
+            title=f"{d.material_id}: vacancy hop {v.path}",
+        )  # fmt: skip
+        files[f"barrier {d.material_id} {d.model.name}"] = str(path)
+    return files
+
+
+def _vacancy_maker(reference_maker: Any, models: list[str], options: Any) -> VacancyMaker:
+    return VacancyMaker(
+        reference_maker=reference_maker, models=list(models), relax=bool(options.get("relax"))
+    )
+
+
+def _barrier_maker(reference_maker: Any, models: list[str], options: Any) -> BarrierMaker:
+    # The end points always relax (with the model); no --relax here.
+    return BarrierMaker(reference_maker=reference_maker, models=list(models))
+
+
+VACANCY = register_property(
+    PropertySpec(
+        name="vacancy",
+        doc_class=VacancyDoc,
+        make_maker=_vacancy_maker,
+        pairs=lambda doc: [(r.e_vac_ref, r.e_vac) for r in doc.values.rows],
+        axis="vacancy formation energy (eV)",
+        json_key="vacancies",
+        rows=vacancy_rows,
+        record=lambda doc: (
+            default_record(doc)
+            | {
+                "mae": doc.values.mae,
+                "e_bulk_ref": doc.values.e_bulk_ref,
+                "e_bulk": doc.values.e_bulk,
+            }
+        ),
+        items=lambda doc: [
+            (f"site {r.site} {r.species}", r.e_vac_ref, r.e_vac, "eV") for r in doc.values.rows
+        ],
+        description="vacancy formation energies (elemental solids)",
+    )
+)
+
+BARRIER = register_property(
+    PropertySpec(
+        name="barrier",
+        doc_class=BarrierDoc,
+        make_maker=_barrier_maker,
+        pairs=lambda doc: [(doc.values.barrier_ref, doc.values.barrier)],
+        axis="migration barrier (eV)",
+        json_key="barriers",
+        rows=barrier_rows,
+        items=lambda doc: [
+            (f"hop {doc.values.path}", doc.values.barrier_ref, doc.values.barrier, "eV")
+        ],
+        figures=barrier_profiles,
+        relaxable=False,
+        description="vacancy migration barriers (elemental solids; the model's NEB)",
+    )
+)

@@ -39,6 +39,7 @@ from softening.analysis.phonons import (
 )
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
+from softening.makers.properties import PropertySpec, register_property
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
@@ -244,7 +245,6 @@ def compare_phonon_results(
     InputError
         Forces that do not fit the setup, or phonopy errors.
     """
-    from softening import __version__
     from softening.analysis.metrics import force_mae, scale_through_origin
 
     umlip = UMLIPResults.model_validate(umlip)
@@ -305,7 +305,6 @@ def compare_phonon_results(
             f"imaginary (below -{imaginary_tol:g} THz), none of the reference's"
         )
     ticks = _band_ticks(ref.band_distances, labels, len(ref.band_distances))
-    elements = sorted({el.symbol for el in setup.unitcell.composition})
     values = PhononValues(
         omega_max_ref=cmp.omega_max_ref,
         omega_max=cmp.omega_max,
@@ -342,18 +341,15 @@ def compare_phonon_results(
         forces_ref=d_ref.tolist(),
         forces=d_ml.tolist(),
     )
-    return PhononDoc(
+    return PhononDoc.create(
         material_id=material_id,
-        formula=setup.unitcell.composition.reduced_formula,
-        chemsys="-".join(elements),
-        elements=elements,
+        composition=setup.unitcell,
         model=umlip.model,
         reference=first.code,
         ratio=cmp.omega_max_ratio,
         flags=flags,
         sources=list(sources),
         parent_uuids=list(parent_uuids),
-        package_version=__version__,
         values=values,
         setup=setup,
         arrays=arrays,
@@ -607,3 +603,137 @@ def umlip_phonons_job(structure: Structure, maker: PhononMaker, model: str, mate
     setup, frames = maker.setup_and_frames(relaxed, material_id)
     umlip = evaluate_frames(frames, replace(maker.umlip_maker, model=model))
     return {"setup": setup, "umlip": umlip}
+
+
+# ---- the registry entry ------------------------------------------------------------------------
+
+
+def phonon_summary(doc: PhononDoc) -> dict[str, Any]:
+    """The per-material JSON record of a :class:`PhononDoc`: every value of
+    :class:`~softening.schemas.PhononValues` (frequencies THz, forces eV/Å, thermal properties)."""
+    return {
+        "material": doc.material_id,
+        "formula": doc.formula,
+        # Every field of the schema, read by name (documents may come as plain objects).
+        **{k: getattr(doc.values, k) for k in PhononValues.model_fields},
+        "reference": doc.reference.name,
+        "flags": [str(f) for f in doc.flags],
+    }
+
+
+def _phonon_cells(doc: PhononDoc) -> list[list[str]]:
+    v = doc.values
+    return [
+        [
+            doc.material_id,
+            doc.model.name,
+            f"{v.omega_max_ref:.2f}/{v.omega_max:.2f}",
+            f"{v.omega_max_ratio:.3f}",
+            f"{v.freq_mae:.2f}/{v.freq_max_abs_error:.2f}",
+            f"{v.scale:.3f}",
+            f"{v.mae:.4f}",
+            f"{100 * v.imaginary_fraction_ref:.1f}/{100 * v.imaginary_fraction:.1f} %",
+        ]
+    ]
+
+
+def phonon_plots(docs: Sequence[PhononDoc], out: Any) -> dict[str, dict[str, str]]:
+    """Per material: band structure + DOS of the reference and every model, and frequency parity.
+
+    Returns
+    -------
+    dict
+        ``{material: {"bands": PNG, "parity": PNG}}``.
+    """
+    from pathlib import Path
+
+    from softening.analysis.plots import frequency_parity_plot, phonon_bands_plot
+    from softening.naming import safe_filename
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_material: dict[str, list] = {}
+    for d in docs:
+        by_material.setdefault(d.material_id, []).append(d)
+    files: dict[str, dict[str, str]] = {}
+    for material, group in by_material.items():
+        a0 = group[0].arrays
+        if a0 is None:
+            continue
+        ref_label = f"DFT ({group[0].reference.name})"
+        bands = {ref_label: a0.band_frequencies_ref} if a0.band_frequencies_ref else {}
+        mesh = {ref_label: (a0.frequencies_ref, a0.weights)}
+        for d in group:
+            if d.arrays.band_frequencies:
+                bands[d.model.name] = d.arrays.band_frequencies
+            mesh[d.model.name] = (d.arrays.frequencies, d.arrays.weights)
+        title = material if group[0].formula == material else f"{material} ({group[0].formula})"
+        name = safe_filename(material)
+        files[material] = {
+            "bands": str(
+                phonon_bands_plot(
+                    bands,
+                    out / f"phonons_{name}.png",
+                    distances=a0.band_distances,
+                    ticks=a0.band_ticks,
+                    mesh=mesh,
+                    title=title,
+                    reference=ref_label,
+                )  # fmt: skip
+            ),
+            "parity": str(
+                frequency_parity_plot(
+                    {d.model.name: (d.arrays.frequencies_ref, d.arrays.frequencies) for d in group},
+                    out / f"phonon_parity_{name}.png",
+                    title=f"{title}: mesh frequencies",
+                    ratios={d.model.name: d.values.omega_max_ratio for d in group},
+                )
+            ),
+        }
+    return files
+
+
+def _phonon_maker(reference_maker: Any, models: list[str], options: Any) -> PhononMaker:
+    settings = {
+        k: options[k]
+        for k in ("supercell_matrix", "min_length", "displacement", "temperature")
+        if options.get(k) is not None
+    }
+    if options.get("mesh") is not None:
+        settings["mesh"] = tuple(options["mesh"])
+    return PhononMaker(
+        reference_maker=reference_maker,
+        models=list(models),
+        relax=bool(options.get("relax")),
+        **settings,
+    )
+
+
+SPEC = register_property(
+    PropertySpec(
+        name="phonon",
+        doc_class=PhononDoc,
+        make_maker=_phonon_maker,
+        pairs=lambda doc: [(doc.values.omega_max_ref, doc.values.omega_max)],
+        axis="highest phonon frequency (THz)",
+        record=phonon_summary,
+        summarize=False,
+        table_title="Phonons: uMLIP against reference",
+        table_columns=(
+            "material",
+            "model",
+            "ω_max ref/model THz",
+            "ratio",
+            "freq MAE/max THz",
+            "force scale",
+            "force MAE eV/Å",
+            "imag. ref/model",
+            "flags",
+        ),  # fmt: skip
+        table_cells=_phonon_cells,
+        table_caption="ratio = ω_max(model) / ω_max(reference); < 1: softened",
+        figures=phonon_plots,
+        parity_figure=False,
+        description="phonons by finite displacements (highest frequency, bands, thermal)",
+    )
+)

@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from jobflow import Flow, Maker, job
+from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.analysis.surfaces import (
@@ -36,7 +36,15 @@ from softening.analysis.surfaces import (
 )
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
-from softening.makers.reference import ReferenceStaticMaker
+from softening.makers.properties import (
+    BULK,
+    PropertyFlowMaker,
+    PropertySpec,
+    default_record,
+    register_property,
+    relax_frames_job,
+    relax_positions,
+)
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.schemas import (
     CodeInfo,
@@ -49,8 +57,6 @@ from softening.schemas import (
 )
 
 logger = logging.getLogger(__name__)
-
-BULK = "bulk"
 
 
 # ---- inputs ----------------------------------------------------------------------------------------
@@ -152,8 +158,6 @@ def compare_surface_results(
         The bulk frame lacks a reference or model energy (a rerun computes it). Slabs without one
         are skipped with the reason.
     """
-    from softening import __version__
-
     umlip = UMLIPResults.model_validate(umlip)
     material = inputs["material"]
     refs = {
@@ -212,7 +216,6 @@ def compare_surface_results(
         )
     if skipped:
         flags.append(f"skipped: {len(skipped)} slab(s) left out (see values.skipped)")
-    elements = sorted({el.symbol for el in refs[BULK].structure.composition})
     values = SurfaceValues(
         rows=rows,
         bulk_frame=str(bulk.get("source") or bulk["description"]),
@@ -224,18 +227,15 @@ def compare_surface_results(
         fraction_underestimated=summary.get("fraction_underestimated"),
         skipped=skipped,
     )
-    return SurfaceDoc(
+    return SurfaceDoc.create(
         material_id=material,
-        formula=refs[BULK].structure.composition.reduced_formula,
-        chemsys="-".join(elements),
-        elements=elements,
+        composition=refs[BULK].structure,
         model=umlip.model,
         reference=refs[BULK].code,
         ratio=summary.get("mean_ratio"),
         flags=flags,
         sources=list(inputs.get("sources", [])),
         parent_uuids=list(parent_uuids),
-        package_version=__version__,
         values=values,
     )
 
@@ -455,19 +455,19 @@ def slab_inputs(
 
 
 @dataclass
-class SurfaceMaker(Maker):
+class SurfaceMaker(PropertyFlowMaker):
     """Surface energies of one bulk structure with a reference and uMLIPs, on the same slabs.
+
+    The loop is :class:`~softening.makers.properties.PropertyFlowMaker`'s; with ``relax``, each
+    method relaxes the slab positions (cell fixed) with its own forces first and the relaxed slabs
+    are compared (the bulk frame is not relaxed).
 
     Attributes
     ----------
     name
         Flow name.
-    reference_maker
-        :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or a VASP reference maker.
-    umlip_maker
-        Template of the uMLIP jobs; each model gets a copy with its ``model`` set.
-    models
-        uMLIP specs.
+    reference_maker, umlip_maker, models, relax, relax_fmax, relax_steps
+        As :class:`~softening.makers.properties.PropertyFlowMaker`.
     max_index
         Largest Miller index of the facets (1: (100), (110), (111) for a cubic crystal).
     miller
@@ -476,155 +476,121 @@ class SurfaceMaker(Maker):
         Smallest slab thickness, Å.
     min_vacuum_size
         Smallest vacuum thickness, Å.
-    relax
-        Relax the slab positions (cell fixed) with each method's own forces first (BFGS; embedded
-        references only); the bulk frame is not relaxed.
-    relax_fmax
-        Force threshold of that relaxation, eV/Å.
-    relax_steps
-        Most optimiser steps of that relaxation.
     """
 
     name: str = "surface"
-    reference_maker: Any = field(default_factory=ReferenceStaticMaker)
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
     max_index: int = 1
     miller: list[list[int]] | None = None
     min_slab_size: float = 8.0
     min_vacuum_size: float = 12.0
-    relax: bool = False
-    relax_fmax: float = 0.05
-    relax_steps: int = 200
 
-    def make(self, structure: Structure, material_id: str | None = None) -> Flow:
-        """The flow for ``structure``; output: one :class:`SurfaceDoc` per model."""
-        mid = material_id or structure.composition.reduced_formula
+    # Relaxed surface energies are the result; the unrelaxed single points are not needed.
+    unrelaxed_with_relaxed: ClassVar[bool] = False
+
+    def inputs(self, structure: Structure, material_id: str) -> tuple[dict, list[FrameSpec]]:
+        """The slabs of ``structure`` and the bulk frame."""
         slabs, skipped = generate_slabs(
             structure, self.max_index, self.min_slab_size, self.min_vacuum_size, self.miller
         )
         if not slabs:
-            raise InputError(f"{mid}: no symmetric non-polar slab: {'; '.join(skipped)}")
-        inputs, frames = slab_inputs(mid, structure, slabs, skipped)
+            raise InputError(f"{material_id}: no symmetric non-polar slab: {'; '.join(skipped)}")
+        return slab_inputs(material_id, structure, slabs, skipped)
+
+    def compare(self, inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids):
+        """:func:`surface_compare_job` on the relaxed results with ``relax``, else unrelaxed."""
         if self.relax:
-            return self._make_relaxed(inputs, frames, mid)
-        jobs = []
-        for frame in frames:
-            j = self.reference_maker.make(frame)
-            j.append_name(f" {mid} {frame.frame_id}")
-            jobs.append(j)
-        refs = [j.output for j in jobs]
-        outputs = []
-        for spec in self.models:
-            ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.append_name(f" {spec} {mid} surfaces")
-            cmp = surface_compare_job(
-                inputs, refs, ml.output, parent_uuids=[*(j.uuid for j in jobs), ml.uuid]
+            return surface_compare_job(
+                inputs, relaxed_references, relaxed_umlip, parent_uuids, relaxed=True
             )
-            cmp.append_name(f" {mid} {spec}")
-            jobs += [ml, cmp]
-            outputs.append(cmp.output)
-        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+        return surface_compare_job(inputs, references, umlip, parent_uuids)
 
-    def _make_relaxed(self, inputs: dict[str, Any], frames: list[FrameSpec], mid: str) -> Flow:
-        if not isinstance(self.reference_maker, ReferenceStaticMaker) or (
-            self.reference_maker.calculator == "vasp"
-        ):
-            raise InputError("relax: only embedded references (gpaw, emt) relax here")
-        ref = relax_frames_job(
-            frames, self.reference_maker, None, self.relax_fmax, self.relax_steps
+
+# ---- the registry entry ------------------------------------------------------------------------
+
+
+def surface_rows(doc: SurfaceDoc) -> list[dict[str, Any]]:
+    """Per-slab JSON records of a :class:`SurfaceDoc` (gamma in J/m^2, ``_ev`` in eV/Å^2)."""
+    return [
+        {
+            "material": doc.material_id,
+            "facet": r.facet,
+            "description": r.description,
+            "reconstructed": r.reconstructed,
+            "gamma_ref": r.gamma_ref,
+            "gamma": r.gamma,
+            "gamma_ref_ev": r.gamma_ref_ev,
+            "gamma_ev": r.gamma_ev,
+            "n_atoms": r.n_atoms,
+            "area": r.area,
+            "vacuum": r.vacuum,
+            "e_slab_ref": r.e_slab_ref,
+            "e_slab": r.e_slab,
+            "relaxed": r.relaxed,
+            "frame_id": r.frame_id,
+            "bulk_choice": doc.values.bulk_choice,
+        }
+        for r in doc.values.rows
+    ]
+
+
+def surface_record(doc: SurfaceDoc) -> dict[str, Any]:
+    """Per-material summary: the shared record, the bulk choice and the skipped slabs."""
+    v = doc.values
+    return default_record(doc) | {
+        "bulk_choice": v.bulk_choice,
+        "bulk_frame": v.bulk_frame,
+        "e_bulk_ref": v.e_bulk_ref,
+        "e_bulk": v.e_bulk,
+        "mae": v.mae,
+        "mean_ratio": v.mean_ratio,
+        "fraction_underestimated": v.fraction_underestimated,
+        "skipped": v.skipped,
+    }
+
+
+def _surface_items(doc: SurfaceDoc) -> list[tuple[str, float, float, str]]:
+    return [
+        (
+            f"({' '.join(map(str, r.facet or []))})" + (" rec." if r.reconstructed else ""),
+            r.gamma_ref,
+            r.gamma,
+            "J/m²",
         )
-        ref.name = f"relax slabs {self.reference_maker.calculator} {mid}"
-        jobs, outputs = [ref], []
-        for spec in self.models:
-            ml = relax_frames_job(frames, None, spec, self.relax_fmax, self.relax_steps)
-            ml.name = f"relax slabs {spec} {mid}"
-            cmp = surface_compare_job(
-                inputs, ref.output["frames"], ml.output, parent_uuids=[ref.uuid, ml.uuid],
-                relaxed=True,
-            )  # fmt: skip
-            cmp.append_name(f" {mid} {spec} relaxed")
-            jobs += [ml, cmp]
-            outputs.append(cmp.output)
-        return Flow(jobs, output=outputs, name=f"{self.name} {mid} relaxed")
+        for r in doc.values.rows
+    ]
 
 
-def relax_positions(
-    structure: Structure, calc, fmax: float, steps: int
-) -> tuple[Structure, float, bool]:
-    """``structure`` with positions relaxed (cell fixed; BFGS), its energy (eV) and whether the
-    largest force fell below ``fmax`` eV/Å within ``steps``."""
-    from ase.optimize import BFGS
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.calc = calc
-    converged = bool(BFGS(atoms, logfile=None).run(fmax=fmax, steps=steps))
-    return AseAtomsAdaptor.get_structure(atoms), float(atoms.get_potential_energy()), converged
+def _surface_maker(reference_maker: Any, models: list[str], options: Any) -> SurfaceMaker:
+    return SurfaceMaker(
+        reference_maker=reference_maker, models=list(models), relax=bool(options.get("relax"))
+    )
 
 
-@job(data=["frames"])
-def relax_frames_job(
-    frames: list[FrameSpec],
-    reference_maker: ReferenceStaticMaker | None,
-    model: str | None,
-    fmax: float = 0.05,
-    steps: int = 200,
-) -> UMLIPResults | dict[str, Any]:
-    """Relax the positions of every frame but the bulk one with the reference's embedded calculator
-    or with ``model``; the bulk frame gets a single point. A model returns a
-    :class:`UMLIPResults`, the reference ``{"frames": [FrameResult, ...]}``; frames that did not
-    reach ``fmax`` are flagged ``unconverged``."""
-    results = []
-    if model is not None:
-        from softening.models import load_model
-
-        loaded = load_model(model)
-        calc = loaded.calculator()
-        code = CodeInfo(name=loaded.name, version=loaded.version, settings={"relax_fmax": fmax})
-    for f in frames:
-        if model is None:
-            calc, version = reference_maker.get_calculator(f.structure)
-            code = CodeInfo(
-                name=reference_maker.calculator,
-                version=version,
-                settings={**reference_maker.code_settings(f.structure), "relax_fmax": fmax},
-            )
-        if f.frame_id == BULK:
-            s, e, ok = f.structure, None, True
-            from softening.makers.reference import single_point
-
-            e = single_point(f.structure, calc, compute_stress=False)["energy"]
-        else:
-            s, e, ok = relax_positions(f.structure, calc, fmax, steps)
-        results.append(
-            FrameResult(
-                frame_id=f.frame_id,
-                material_id=f.material_id,
-                formula=f.formula,
-                structure=s,
-                energy=e,
-                code=code,
-                converged=ok,
-                flags=[] if ok else ["unconverged"],
-            )  # fmt: skip
-        )
-    if model is not None:
-        return UMLIPResults(model=loaded.info, frames=results)
-    return {"frames": results}
-
-
-def surface_energy_of(e_slab: float, slab: Structure, e_bulk_per_atom: float) -> float:
-    """Surface energy of one slab structure (vacuum axis found from its positions), J/m^2."""
-    axis, _ = vacuum_axis(slab.lattice.matrix, slab.frac_coords)
-    area = surface_area(slab.lattice.matrix, axis)
-    return surface_energy(e_slab, len(slab), e_bulk_per_atom, area) * J_PER_M2_PER_EV_PER_A2
+SPEC = register_property(
+    PropertySpec(
+        name="surface",
+        doc_class=SurfaceDoc,
+        make_maker=_surface_maker,
+        pairs=lambda doc: [(r.gamma_ref, r.gamma) for r in doc.values.rows],
+        axis="surface energy (J/m$^2$)",
+        json_key="surfaces",
+        rows=surface_rows,
+        record=surface_record,
+        items=_surface_items,
+        description="surface energies of low-index slabs",
+    )
+)
 
 
 __all__ = [
+    "BULK",
     "SurfaceComparisonFlowMaker",
     "SurfaceMaker",
     "compare_surface_data",
     "compare_surface_results",
     "generate_slabs",
+    "relax_frames_job",
+    "relax_positions",
+    "surface_record",
+    "surface_rows",
 ]

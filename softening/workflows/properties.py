@@ -1,10 +1,11 @@
-"""Flows of materials properties computed with uMLIPs against a reference (phonons so far).
+"""Flows of materials properties computed with uMLIPs against a reference.
 
 - :class:`PhononComparisonFlowMaker`: existing DFT phonon data (phonopy folders) against uMLIPs, no
   DFT run: one batched uMLIP job per model over every material's supercells, one comparison job per
   material and model.
-- :class:`PropertiesFlowMaker`: the reference computed too, per structure and property
-  (:class:`~softening.makers.phonons.PhononMaker`).
+- :class:`PropertiesFlowMaker` and :func:`properties_flow`: the reference computed too, per
+  structure and property, with each property's maker from the registry
+  (:mod:`softening.makers.properties`).
 
 Outputs are :class:`~softening.schemas.PropertyDoc` subclasses, stored as job outputs;
 :func:`query_property_docs` finds them by property, material and model.
@@ -23,7 +24,6 @@ from pymatgen.core import Structure
 from softening.analysis.phonons import DEFAULT_IMAGINARY_TOL, DEFAULT_MESH
 from softening.errors import InputError
 from softening.makers.phonons import (
-    PhononMaker,
     phonon_compare_job,
     phonon_frames,
     reference_frames,
@@ -33,9 +33,6 @@ from softening.makers.umlip import UMLIPStaticMaker
 
 if TYPE_CHECKING:
     from softening.datasets.phonopy import PhonopyData
-
-#: Properties :class:`PropertiesFlowMaker` computes.
-PROPERTIES = ("phonon",)
 
 
 @dataclass
@@ -93,35 +90,30 @@ class PhononComparisonFlowMaker(Maker):
 
 @dataclass
 class PropertiesFlowMaker(Maker):
-    """Properties of structures with a reference and uMLIPs (``phonon`` so far).
+    """Properties of structures with a reference and uMLIPs: each maker's flow per structure.
 
     Attributes
     ----------
     name
         Flow name.
-    properties
-        Property names (see :data:`PROPERTIES`).
-    phonon_maker
-        The phonon maker (reference maker, models, supercell, displacement...).
+    makers
+        Property makers (from :func:`property_maker`, or any maker whose ``make(structure,
+        material_id)`` returns a Flow of property documents).
     """
 
     name: str = "properties"
-    properties: list[str] = field(default_factory=lambda: ["phonon"])
-    phonon_maker: PhononMaker = field(default_factory=PhononMaker)
+    makers: list[Any] = field(default_factory=list)
 
     def make(
         self, structures: Sequence[Structure], material_ids: Sequence[str] | None = None
     ) -> Flow:
-        """The flow over ``structures``; output: the property documents, per structure."""
-        unknown = sorted(set(self.properties) - set(PROPERTIES))
-        if unknown:
-            raise InputError(
-                f"unknown property {unknown[0]!r}; choose from {', '.join(PROPERTIES)}"
-            )
+        """The flow over ``structures`` (every flow built, so every input checked, before any job
+        runs); output: the property documents, per structure, then property, then model (a
+        property whose jobs replace themselves resolves to its list at run time)."""
         ids = list(material_ids) if material_ids else _unique_ids(structures)
-        flows = [self.phonon_maker.make(s, mid) for s, mid in zip(structures, ids, strict=True)]
-        # One flat list of references (one per structure and model; one per structure with
-        # relaxation, which resolves to that structure's list at run time).
+        flows = [
+            m.make(s, mid) for s, mid in zip(structures, ids, strict=True) for m in self.makers
+        ]
         outputs = [
             r for f in flows for r in (f.output if isinstance(f.output, list) else [f.output])
         ]
@@ -198,29 +190,6 @@ def _canonical(spec: str) -> str:
         return spec
 
 
-#: Per property: (axis label, rows of (reference, model) values in a stored document's ``values``).
-def _property_points(doc: dict[str, Any]) -> list[tuple[float, float]]:
-    v = doc.get("values") or {}
-    prop = doc.get("property")
-    if prop == "phonon":
-        return [(v["omega_max_ref"], v["omega_max"])]
-    if prop == "surface":
-        return [(r["gamma_ref"], r["gamma"]) for r in v.get("rows", [])]
-    if prop == "vacancy":
-        return [(r["e_vac_ref"], r["e_vac"]) for r in v.get("rows", [])]
-    if prop == "barrier":
-        return [(v["barrier_ref"], v["barrier"])]
-    return []
-
-
-PROPERTY_AXES = {
-    "phonon": "highest phonon frequency (THz)",
-    "surface": "surface energy (J/m$^2$)",
-    "vacancy": "vacancy formation energy (eV)",
-    "barrier": "migration barrier (eV)",
-}
-
-
 def property_report(
     store: JobStore | str | Path | None,
     out: str | Path,
@@ -236,34 +205,36 @@ def property_report(
         ``{"property_plots": {property: PNG path}, "property_results": count}``.
     """
     from softening.analysis.plots import property_parity_plot
+    from softening.makers.properties import get_property, property_names
 
-    docs = query_property_docs(store, model=model, material_id=material_id)
+    known = set(property_names())
+    docs = [
+        d
+        for d in query_property_docs(store, model=model, material_id=material_id)
+        if d["property"] in known  # a property whose module is not loaded here is left out
+    ]
     latest: dict[tuple, dict[str, Any]] = {}
     for d in docs:  # newest first
         latest.setdefault((d["property"], d["material_id"], d["model"]["name"]), d)
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for (prop, _, name), d in latest.items():
         ref, ml = series.setdefault(prop, {}).setdefault(name, ([], []))
-        for x, y in _property_points(d):
+        for x, y in get_property(prop).pairs(get_property(prop).validate(d)):
             ref.append(x)
             ml.append(y)
     out = Path(out)
     plots = {}
     for prop, by_model in series.items():
         by_model = {k: v for k, v in by_model.items() if v[0]}
-        if not by_model or prop not in PROPERTY_AXES:
+        if not by_model:
             continue
         plots[prop] = str(
             property_parity_plot(
-                by_model, out / f"property_{prop}.png", quantity=PROPERTY_AXES[prop],
+                by_model, out / f"property_{prop}.png", quantity=get_property(prop).axis,
                 title=f"{prop}: uMLIP vs reference",
             )
         )  # fmt: skip
     return {"property_plots": plots, "property_results": len(latest)}
-
-
-#: Properties of :mod:`softening.makers.surfaces` / :mod:`softening.makers.defects`.
-DEFECT_PROPERTIES = ("surface", "vacancy", "barrier")
 
 
 def material_ids_from_paths(paths: Sequence[str | Path]) -> list[str]:
@@ -286,35 +257,35 @@ def properties_flow(
     ecut: float = 500.0,
     kspacing: float = 0.25,
     relax: bool = False,
-    supercell_matrix: list[list[int]] | None = None,
-    min_length: float = 20.0,
-    displacement: float = 0.01,
-    mesh: tuple[int, int, int] = DEFAULT_MESH,
-    temperature: float = 300.0,
     local_checks: bool = True,
+    **options: Any,
 ) -> tuple[Flow, list[str], list[Any]]:
     """The flow of ``softening properties`` (and ``submit --property``) from its options.
 
     Everything is checked before any job exists: the property names, the structure files, the
     reference (GPAW installed, VASP and POTCARs, EMT's elements; with ``local_checks`` only, since
-    a login node need not run them), and every model against every element.
+    a login node need not run them), every model against every element, and each property's own
+    input (its maker is built and makes its flow here).
 
     Parameters
     ----------
     structure_files
         Structure files (material ids: their stems).
     properties
-        ``phonon``, or any of ``surface``, ``vacancy``, ``barrier`` (not mixed with phonon).
+        Registered property names (:func:`~softening.makers.properties.property_names`); default
+        ``phonon``.
     models
         uMLIP specs.
     reference, ecut, kspacing
         ``gpaw``, ``emt``, ``vasp`` or ``module:Class``; GPAW's cutoff (eV) and k-spacing (1/Å).
     relax
-        Relax with each method first (embedded references only).
-    supercell_matrix, min_length, displacement, mesh, temperature
-        Phonon settings (see :class:`~softening.makers.phonons.PhononMaker`).
+        Relax with each method first (embedded references only), where the property can.
     local_checks
         Also check that the reference code can run here.
+    options
+        The property options each property takes what it knows of: phonons'
+        ``supercell_matrix``, ``min_length``, ``displacement``, ``mesh``, ``temperature``;
+        mixing's ``substitute``, ``max_cells``...
 
     Returns
     -------
@@ -322,20 +293,12 @@ def properties_flow(
         The flow, the material ids, the loaded models.
     """
     from softening.datasets.readers import read_structure
+    from softening.makers.properties import get_property
     from softening.models import load_model
     from softening.workflows.softening import reference_maker_for
 
-    props = list(properties) or ["phonon"]
-    known = (*PROPERTIES, *DEFECT_PROPERTIES)
-    unknown = sorted(set(props) - set(known))
-    if unknown:
-        raise InputError(f"--property {unknown[0]}: choose from {', '.join(known)}")
-    defects = set(props) & set(DEFECT_PROPERTIES)
-    if defects and set(props) - set(DEFECT_PROPERTIES):
-        raise InputError(
-            f"--property phonon cannot run with {'/'.join(sorted(defects))} in one command: "
-            "run it separately"
-        )
+    props = list(dict.fromkeys(properties)) or ["phonon"]
+    specs = [get_property(p) for p in props]  # an unknown name fails here
     if reference == "vasp" and relax:
         raise InputError("--relax needs an embedded reference (gpaw, emt); relax with VASP first")
     structs = [read_structure(p) for p in structure_files]
@@ -344,51 +307,94 @@ def properties_flow(
         reference, structs, ecut, kspacing, local_checks=local_checks
     )
     elements = {el.symbol for s in structs for el in s.composition}
+    elements |= _substituted_elements(options)
     loaded = []
     for spec in models:
         m = load_model(spec)
         m.check_elements(elements)
         loaded.append(m)
-    if not defects:
-        phonon_maker = PhononMaker(
-            reference_maker=reference_maker,
-            models=list(models),
-            supercell_matrix=supercell_matrix,
-            min_length=min_length,
-            displacement=displacement,
-            mesh=tuple(mesh),
-            temperature=temperature,
-            relax=relax,
-        )
-        flow = PropertiesFlowMaker(properties=props, phonon_maker=phonon_maker).make(structs, ids)
-        return flow, ids, loaded
-    makers = {p: property_maker(p, reference_maker, models, relax=relax) for p in props}
-    # Every flow is built (and its input checked) before any job runs.
-    flows = [makers[p].make(s, mid) for s, mid in zip(structs, ids, strict=True) for p in props]
-    outputs = [o for f in flows for o in f.output]
-    return Flow(flows, output=outputs, name="properties"), ids, loaded
+    makers = [
+        property_maker(s.name, reference_maker, models, relax=relax, **options) for s in specs
+    ]
+    flow = PropertiesFlowMaker(makers=makers).make(structs, ids)
+    return flow, ids, loaded
+
+
+def _substituted_elements(options: dict[str, Any]) -> set[str]:
+    """Elements a substitution option brings in (``Mg:Ca`` -> Ca), so that models are checked
+    against them before anything runs."""
+    text = options.get("substitute")
+    if not text:
+        return set()
+    from softening.analysis.orderings import parse_substitution
+
+    items = text if isinstance(text, list | tuple) else [text]
+    try:
+        return {parse_substitution(t)[1] for t in items}
+    except ValueError as exc:
+        raise InputError(f"--substitute: {exc}") from exc
 
 
 def property_maker(
-    name: str, reference_maker: Any, models: Sequence[str] = (), relax: bool = False
-) -> Any:
-    """The maker of property ``name`` (phonon, surface, vacancy, barrier) with its defaults;
-    ``relax`` where the property has the option (all but barrier, whose end points always relax).
+    name: str, reference_maker: Any, models: Sequence[str] = (), relax: bool = False,
+    **options: Any,
+) -> Any:  # fmt: skip
+    """The maker of registered property ``name`` with the reference, models and options;
+    ``relax`` where the property has the option (barriers always relax their end points).
 
     Raises
     ------
     InputError
-        On an unknown property.
+        An unknown property.
     """
-    if name == "phonon":
-        return PhononMaker(reference_maker=reference_maker, models=list(models), relax=relax)
-    if name in DEFECT_PROPERTIES:
-        from softening.makers.defects import BarrierMaker, VacancyMaker
-        from softening.makers.surfaces import SurfaceMaker
+    from softening.makers.properties import get_property
 
-        if name == "barrier":
-            return BarrierMaker(reference_maker=reference_maker, models=list(models))
-        cls = SurfaceMaker if name == "surface" else VacancyMaker
-        return cls(reference_maker=reference_maker, models=list(models), relax=relax)
-    known = ", ".join((*PROPERTIES, *DEFECT_PROPERTIES))
-    raise InputError(f"--property {name}: choose from {known}")
+    spec = get_property(name)
+    relax = relax and spec.relaxable
+    return spec.make_maker(reference_maker, list(models), {"relax": relax, **options})
+
+
+def mixing_flow(
+    data_paths: Sequence[str | Path],
+    models: Sequence[str],
+    end_members: str | Sequence[str] | None = None,
+) -> tuple[Flow, list[str]]:
+    """The flow of ``softening mixing``: existing solid-solution data against each model.
+
+    Everything is read and checked before any job exists: every data set (a cell without an
+    energy, a truncated vasprun, two cells with one name), the end members (a cell that is no
+    combination of them, one no cell is made of alone), and each model against every cell's
+    elements; each error is one line naming the cell.
+
+    Parameters
+    ----------
+    data_paths
+        One data set (system) each (see :func:`~softening.datasets.mixing.read_mixing_data`).
+    models
+        uMLIP specs.
+    end_members
+        ``"AlN,SiC"`` or a list: end members of every data set; ``None``: the pure elements.
+
+    Returns
+    -------
+    (Flow, list[str])
+        The flow (output: one :class:`~softening.schemas.MixingDoc` per system and model) and
+        the models' canonical names.
+    """
+    from softening.datasets.mixing import read_mixing_data
+    from softening.errors import ModelError
+    from softening.makers.mixing import MixingComparisonFlowMaker, parse_end_members
+    from softening.models import load_model
+
+    members = parse_end_members(end_members)
+    datasets = [read_mixing_data(p) for p in data_paths]
+    maker = MixingComparisonFlowMaker(models=list(models), end_members=members)
+    loaded = [load_model(spec) for spec in models]
+    for m in loaded:
+        for d in datasets:
+            for cell in d.cells:
+                try:
+                    m.check_elements({el.symbol for el in cell.structure.composition})
+                except ModelError as exc:
+                    raise ModelError(f"{d.name}: cell {cell.frame_id!r}: {exc}") from None
+    return maker.make(datasets), [m.name for m in loaded]

@@ -54,8 +54,10 @@ class StudyOptions:
         Also correct each model (``scale``, ``head`` or ``full``) on this many frames per material
         and verify it on the others.
     prop
-        Also compute this property (``phonon``, ``surface``, ``vacancy``, ``barrier``) with the
-        reference and each (corrected) model.
+        Also compute this registered property (``phonon``, ``surface``, ``vacancy``, ``barrier``,
+        ``mixing``...) with the reference and each (corrected) model.
+    substitute, max_cells
+        The property's substitution ``HOST:GUEST`` and largest supercell (``mixing``).
     """
 
     md_model: str = "chgnet"
@@ -74,6 +76,8 @@ class StudyOptions:
     finetune: str | None = None
     train_frames: int = 1
     prop: str | None = None
+    substitute: str | None = None
+    max_cells: int = 4
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> StudyOptions:
@@ -160,8 +164,14 @@ class StudyOptions:
         if self.prop is not None:
             from softening.workflows.properties import property_maker
 
-            # The property with the same reference, for each model (and each corrected model).
-            fm.property_maker = property_maker(self.prop, fm.reference_maker, models)
+            # The property with the same reference, for each model (and each corrected model);
+            # its flow is made once here, so that its input is checked before anything runs.
+            fm.property_maker = property_maker(
+                self.prop, fm.reference_maker, models, substitute=self.substitute,
+                max_cells=self.max_cells,
+            )  # fmt: skip
+            for s in structures:
+                fm.property_maker.make(s, s.composition.reduced_formula)
         return fm
 
     def build(

@@ -227,23 +227,29 @@ def test_cli_properties_vacancy_emt(tmp_path):
     cif = tmp_path / "Cu.cif"
     _cu().to(filename=str(cif))
     res = subprocess.run(
-        [*CLI, "properties", str(cif), "--property", "vacancy", "--reference", "emt", "--json",
+        [*CLI, "properties", str(cif), "--property", "vacancy", "--property", "phonon",
+         "--supercell", "2 2 2", "--mesh", "4", "4", "4", "--reference", "emt", "--json",
          "--store", str(tmp_path / "db"), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=900,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    (row,) = out["models"]["CHGNet-0.3.0"]["vacancies"]
+    entry = out["models"]["CHGNet-0.3.0"]
+    (row,) = entry["vacancies"]
     assert row["material"] == "Cu" and row["site"] == 0
     assert row["e_vac_ref"] > 0 and np.isfinite(row["e_vac"])
     assert (tmp_path / "out" / "vacancy_parity.png").exists()
+    # Two properties in one command (one registry, one document query): a record each.
+    records = {r["property"] if "property" in r else "phonon": r for r in entry["materials"]}
+    assert set(records) == {"vacancy", "phonon"} and records["phonon"]["omega_max_ref"] > 0
+    assert set(entry["summary"]) == {"vacancy"}
     bad = subprocess.run(
-        [*CLI, "properties", str(cif), "--property", "vacancy", "--property", "phonon",
-         "--reference", "emt", "--store", str(tmp_path / "db")],
+        [*CLI, "properties", str(cif), "--property", "elastic", "--reference", "emt",
+         "--store", str(tmp_path / "db")],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
-    assert bad.returncode == 1 and "run it separately" in bad.stderr
+    assert bad.returncode == 1 and "--property elastic: choose from phonon, surface" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 

@@ -413,7 +413,7 @@ def test_workflow_emt_cu_matches_plain_phonopy_and_reuses_references(store):
         supercell_matrix=[2, 2, 2],
         mesh=(8, 8, 8),
     )
-    flow = PropertiesFlowMaker(phonon_maker=maker).make([cu], ["Cu"])
+    flow = PropertiesFlowMaker(makers=[maker]).make([cu], ["Cu"])
     run_locally(flow, store=store, log=False, ensure_success=True)
     doc = query_property_docs(store, property="phonon", material_id="Cu", load_arrays=True)[0]
     expected = _plain_phonopy_frequencies(cu, np.diag([2, 2, 2]), EMT(), (8, 8, 8))
@@ -428,7 +428,7 @@ def test_workflow_emt_cu_matches_plain_phonopy_and_reuses_references(store):
     # Classical limit check of C_v: below 3R per atom (24.94 J/K/mol), and close at 300 K for Cu.
     assert 20 < v["heat_capacity_ref"] < 24.95
     # Run again: each reference job finds its stored result by content key.
-    flow2 = PropertiesFlowMaker(phonon_maker=maker).make([cu], ["Cu"])
+    flow2 = PropertiesFlowMaker(makers=[maker]).make([cu], ["Cu"])
     responses = run_locally(flow2, store=store, log=False, ensure_success=True)
     refs = [
         r[max(r)].output for r in responses.values() if isinstance(r[max(r)].output, FrameResult)

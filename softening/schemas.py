@@ -34,6 +34,11 @@ __all__ = [
     "MDResult",
     "MDTrajectory",
     "ModelInfo",
+    "DefectDoc",
+    "DefectRow",
+    "DefectValues",
+    "MigrationDoc",
+    "MigrationValues",
     "MixingCell",
     "MixingDoc",
     "MixingValues",
@@ -676,14 +681,21 @@ class VacancyDoc(PropertyDoc):
 
 
 class BarrierValues(BaseModel):
-    """A vacancy migration barrier along the model's NEB path (ApproxNEB-like reference)."""
+    """A migration barrier along the model's NEB path (ApproxNEB-like reference)."""
 
     path: str = Field(description="The hop: species, from-site and to-site, e.g. 'Cu 0->5'.")
     hop_distance: float = Field(description="Distance between the two sites, Å.")
     barrier_ref: float = Field(
-        description="Reference barrier on the model's images (max minus initial), eV."
+        description="Reference barrier on the model's images: highest minus lowest image, eV (as "
+        "the paper and emmet's barrier_energy_range)."
     )
-    barrier: float = Field(description="Model barrier (max minus initial of its NEB), eV.")
+    barrier: float = Field(description="Model barrier: highest minus lowest image of its NEB, eV.")
+    barrier_initial_ref: float | None = Field(
+        None, description="Reference barrier from the initial image (highest minus initial), eV."
+    )
+    barrier_initial: float | None = Field(
+        None, description="Model barrier from the initial image (highest minus initial), eV."
+    )
     profile_ref: list[float] = Field(
         description="Reference energies of the images relative to the initial one, eV."
     )
@@ -694,10 +706,12 @@ class BarrierValues(BaseModel):
         description="Cumulative path length of the images (mass-unweighted), Å."
     )
     n_images: int = Field(description="Images including both end points.")
-    neb_converged: bool = Field(description="Whether the model's NEB reached its fmax.")
-    neb_steps: int = Field(description="Optimiser steps of the NEB.")
-    neb_fmax: float = Field(description="Largest NEB force at the end, eV/Å.")
-    climb: bool = Field(description="Whether a climbing image was used.")
+    neb_converged: bool | None = Field(
+        description="Whether the model's NEB reached its fmax (None: images from existing DFT)."
+    )
+    neb_steps: int | None = Field(None, description="Optimiser steps of the NEB.")
+    neb_fmax: float | None = Field(None, description="Largest NEB force at the end, eV/Å.")
+    climb: bool | None = Field(None, description="Whether a climbing image was used.")
     n_atoms: int = Field(description="Atoms in each image.")
 
 
@@ -794,6 +808,107 @@ class MixingDoc(PropertyDoc):
 
     property: str = Field("mixing", description="Property name: 'mixing'.")
     values: MixingValues = Field(description="Per-cell formation energies and their summary.")
+
+
+class MigrationValues(BarrierValues):
+    """A working-ion hop in a host: the model's NEB path (or an existing DFT NEB's images), the
+    reference on the same images."""
+
+    ion: str = Field(description="The migrating species.")
+    mode: str = Field(
+        description="'vacancy' (the ion hops into a vacant site of its sublattice), 'interstitial' "
+        "(one extra ion between interstitial sites) or 'existing' (a DFT NEB read from folders)."
+    )
+    profile_mae: float = Field(
+        description="Mean |profile - profile_ref| over the images, eV (both relative to the "
+        "initial image)."
+    )
+
+
+class MigrationDoc(PropertyDoc):
+    """A working-ion migration barrier of one host with one uMLIP against a reference."""
+
+    property: str = Field("migration", description="Property name: 'migration'.")
+    values: MigrationValues = Field(description="Barriers and both energy profiles.")
+
+
+class DefectRow(BaseModel):
+    """One neutral point defect, or one composition-conserving combination of them."""
+
+    defect: str = Field(
+        description="Name: 'v_O' (vacancy), 'Ni_Al' (Ni on an Al site), 'Li_i' (interstitial), "
+        "with '-<k>' for a second symmetry-distinct site; combinations 'schottky', 'frenkel "
+        "v_Li+Li_i', 'antisite pair Ni_Al+Al_Ni'."
+    )
+    kind: str = Field(
+        description="'vacancy', 'antisite', 'substitution', 'interstitial' (single defects: "
+        "formation energies) or 'schottky', 'frenkel', 'antisite_pair' (combinations: no "
+        "chemical potential needed)."
+    )
+    site: list[float] | None = Field(
+        None, description="Fractional coordinates of the defect site in the unit cell."
+    )
+    multiplicity: int | None = Field(None, description="Equivalent sites in the unit cell.")
+    element_changes: dict[str, int] = Field(
+        default_factory=dict, description="Atoms added (+) or removed (-) per element."
+    )
+    n_atoms: int | None = Field(None, description="Atoms in the defect supercell.")
+    e_ref: float | None = Field(
+        None,
+        description="Reference energy, eV: formation energy (single defects; None without "
+        "chemical potentials) or the combination's energy.",
+    )
+    e: float | None = Field(None, description="Model energy, eV (as e_ref).")
+    e_unrelaxed_ref: float | None = Field(
+        None, description="Reference energy before relaxation, eV (with relaxation)."
+    )
+    e_unrelaxed: float | None = Field(
+        None, description="Model energy before relaxation, eV (with relaxation)."
+    )
+    relaxed: bool = Field(False, description="Whether e_ref / e are relaxed values.")
+    converged: bool = Field(True, description="Whether every relaxation reached its fmax.")
+    parts: list[str] = Field(
+        default_factory=list, description="The single defects a combination is made of."
+    )
+
+
+class DefectValues(BaseModel):
+    """Neutral point-defect energies of one compound with one model against the reference."""
+
+    rows: list[DefectRow] = Field(description="Single defects, then combinations.")
+    supercell_matrix: list[list[int]] = Field(description="Supercell of the unit cell used.")
+    min_image_distance: float = Field(
+        description="Shortest distance between a defect and its periodic images, Å."
+    )
+    n_bulk: int = Field(description="Atoms in the perfect supercell.")
+    e_bulk_ref: float = Field(description="Reference energy of the perfect supercell, eV.")
+    e_bulk: float = Field(description="Model energy of the perfect supercell, eV.")
+    chemical_potentials_ref: dict[str, float] = Field(
+        default_factory=dict,
+        description="Reference chemical potential of each element, eV/atom (empty: none given).",
+    )
+    chemical_potentials: dict[str, float] = Field(
+        default_factory=dict, description="Model chemical potential of each element, eV/atom."
+    )
+    mu_source: str | None = Field(
+        None,
+        description="Where the chemical potentials come from: 'given' (--mu, the same for both "
+        "sides) or 'elemental' (each method's own relaxed elemental ground states); None: no "
+        "formation energies, combinations only.",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the numbers mean (e.g. an element whose reference state is a molecule; "
+        "charged defects are not computed).",
+    )
+    mae: float | None = Field(None, description="Mean |e - e_ref| over rows with both, eV.")
+
+
+class DefectDoc(PropertyDoc):
+    """Neutral point defects of one compound with one uMLIP against a reference."""
+
+    property: str = Field("defect", description="Property name: 'defect'.")
+    values: DefectValues = Field(description="Defect energies and their references.")
 
 
 class NEBResult(BaseModel):

@@ -54,8 +54,46 @@ def energy_profile(energies: Sequence[float]) -> np.ndarray:
 
 
 def migration_barrier(energies: Sequence[float]) -> float:
-    """Barrier of a path: the highest image energy minus the initial one, eV."""
+    """Barrier of a path: the highest image energy minus the **lowest**, eV (the paper's and
+    emmet's ``barrier_energy_range``: an end point that is not the minimum, or an intermediate
+    minimum, does not hide part of the barrier)."""
+    profile = energy_profile(energies)
+    return float(profile.max() - profile.min())
+
+
+def barrier_from_initial(energies: Sequence[float]) -> float:
+    """The highest image energy minus the initial one, eV (the definition before the paper's)."""
     return float(energy_profile(energies).max())
+
+
+def defect_formation_energy(
+    e_defect: float, e_bulk: float, element_changes: dict[str, int], mu: dict[str, float]
+) -> float:
+    """Formation energy of a neutral point defect, eV.
+
+    ``E_f = E_defect - E_bulk - sum_i n_i mu_i``, ``n_i`` the atoms of element ``i`` added
+    (``+``) or removed (``-``) and ``mu_i`` its chemical potential (eV/atom).
+
+    Raises
+    ------
+    KeyError
+        An element that changes without a chemical potential.
+    """
+    return float(e_defect - e_bulk - sum(n * mu[el] for el, n in element_changes.items()))
+
+
+def combination_energy(
+    e_defects: Sequence[float], e_bulk: float, formula_units_removed: float, units_in_bulk: float
+) -> float:
+    """Energy of a composition-conserving set of defects, each in its own supercell, eV.
+
+    ``E = sum_k (E_k - E_bulk) + m E_bulk / U``: the removed atoms, ``m`` formula units of the
+    host (a Schottky set: 1; a Frenkel or antisite pair: 0), return to the bulk at its energy per
+    formula unit (``U`` units in the bulk supercell). No chemical potential enters.
+    """
+    return float(
+        sum(e - e_bulk for e in e_defects) + formula_units_removed * e_bulk / units_in_bulk
+    )
 
 
 def reaction_coordinate(positions: Sequence[np.ndarray], lattice: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ too:
 - :mod:`~softening.cli.workflow`: ``run``, ``evaluate``, ``finetune``;
 - :mod:`~softening.cli.results`: ``query``, ``build``, ``report``;
 - :mod:`~softening.cli.cluster`: ``submit``, ``status``, ``rerun``;
-- :mod:`~softening.cli.properties`: ``phonons``, ``surfaces``, ``mixing``, ``properties``;
+- :mod:`~softening.cli.properties`: ``phonons``, ``surfaces``, ``mixing``, ``barriers``,
+  ``properties``;
 - :mod:`~softening.cli.doctor`: ``doctor``.
 
 Options are defined once (:mod:`~softening.cli.options`), output helpers and tables in
@@ -84,7 +85,13 @@ for _panel, _commands in (
     ("Cluster", (cluster.submit, cluster.status, cluster.rerun)),
     (
         "Properties",
-        (properties.phonons, properties.surfaces, properties.mixing, properties.properties),
+        (
+            properties.phonons,
+            properties.surfaces,
+            properties.mixing,
+            properties.barriers,
+            properties.properties,
+        ),
     ),
     ("Setup", (doctor.doctor,)),
 ):

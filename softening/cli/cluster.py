@@ -18,6 +18,7 @@ from softening.cli.options import (
     EcutOpt,
     FlowOpt,
     FramesOpt,
+    IonOpt,
     JsonOpt,
     KspacingOpt,
     LaunchDirOpt,
@@ -26,6 +27,7 @@ from softening.cli.options import (
     MaxCellsOpt,
     MdModelOpt,
     ModelOpt,
+    MuOpt,
     QadapterOpt,
     ReferenceOpt,
     SeedOpt,
@@ -111,6 +113,8 @@ def submit(
     ] = None,
     substitute: SubstituteOpt = None,
     max_cells: MaxCellsOpt = 4,
+    ion: IonOpt = None,
+    mu: MuOpt = None,
 ) -> None:
     """Submit the workflow of `run` to a cluster: FireWorks LaunchPad + SLURM, or one SLURM job.
 
@@ -144,6 +148,7 @@ def submit(
             flow, _, _ = properties_flow(
                 structures, prop, default_models(model), reference=reference, ecut=ecut,
                 kspacing=kspacing, local_checks=False, substitute=substitute, max_cells=max_cells,
+                ion=ion, mu=mu,
             )  # fmt: skip
         else:
             flow = options.build(structures, store=spec, local_checks=False).flow

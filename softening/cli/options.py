@@ -181,3 +181,16 @@ MaxCellsOpt = Annotated[
         help="--property mixing: largest supercell of the orderings, in primitive cells.",
     ),
 ]
+IonOpt = Annotated[
+    str | None,
+    typer.Option("--ion", help="--property migration: the migrating species (Li, Mg, Na...)."),
+]
+MuOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mu",
+        help="--property defect: chemical potentials El=eV/atom (repeat; the same for both "
+        "sides), or 'elemental' (each method's own relaxed elemental ground states). "
+        "[default: none: composition-conserving combinations only]",
+    ),
+]

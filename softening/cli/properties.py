@@ -27,11 +27,13 @@ from softening.cli.display import (
 from softening.cli.options import (
     EcutOpt,
     FiguresOpt,
+    IonOpt,
     JsonOpt,
     KspacingOpt,
     MaxCellsOpt,
     MeshOpt,
     ModelOpt,
+    MuOpt,
     PropertyOpt,
     StoreOpt,
     StructuresArg,
@@ -196,6 +198,33 @@ def mixing(
     _report(docs, names, out, as_json, {})
 
 
+def barriers(
+    folders: Annotated[
+        list[Path],
+        typer.Argument(
+            help="VASP NEB runs: a folder with 00/ ... NN/ (end points included), each with a "
+            "vasprun.xml or an OUTCAR (+ CONTCAR)."
+        ),
+    ],
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    out: FiguresOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare uMLIP barriers with existing DFT NEB runs, on the same images (no DFT run)."""
+    from softening.stores import get_job_store
+    from softening.workflows.inputs import default_models
+    from softening.workflows.properties import barriers_flow
+
+    setup_logging(quiet=as_json)
+    # Every folder is read and checked before any job runs.
+    flow, names = barriers_flow(folders, default_models(model))
+    docs, failures = run_flow(flow, get_job_store(store))
+    if failures:
+        raise SofteningError("barrier comparison failed: " + "; ".join(failures))
+    _report(docs, names, out, as_json, {})
+
+
 def properties(
     structures: StructuresArg,
     prop: PropertyOpt = None,
@@ -225,12 +254,24 @@ def properties(
     temperature: ThermalTemperatureOpt = 300.0,
     substitute: SubstituteOpt = None,
     max_cells: MaxCellsOpt = 4,
+    ion: IonOpt = None,
+    hop_mode: Annotated[
+        str,
+        typer.Option(
+            help="--property migration: 'vacancy' (the ion hops into a vacant site of its "
+            "sublattice) or 'interstitial'."
+        ),
+    ] = "vacancy",
+    max_hop_distance: Annotated[
+        float, typer.Option(help="--property migration: longest hop considered, Å.")
+    ] = 4.0,
+    mu: MuOpt = None,
     store: StoreOpt = None,
     out: FiguresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute properties (phonon, surface, vacancy, barrier, mixing, or any registered one) with
-    the reference and with uMLIPs, and compare them."""
+    """Compute properties (phonon, surface, vacancy, barrier, mixing, defect, migration, or any
+    registered one) with the reference and with uMLIPs, and compare them."""
     from softening.stores import get_job_store
     from softening.workflows.inputs import default_models, job_folders
     from softening.workflows.properties import properties_flow
@@ -243,7 +284,8 @@ def properties(
         structures, props, default_models(model), reference=reference, ecut=ecut,
         kspacing=kspacing, relax=relax, supercell_matrix=_parse_supercell(supercell),
         min_length=min_length, displacement=displacement, mesh=tuple(mesh),
-        temperature=temperature, substitute=substitute, max_cells=max_cells,
+        temperature=temperature, substitute=substitute, max_cells=max_cells, ion=ion,
+        hop_mode=hop_mode, max_hop_distance=max_hop_distance, mu=mu,
     )  # fmt: skip
     names = [m.name for m in loaded]
     job_store = get_job_store(store)

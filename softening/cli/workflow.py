@@ -24,11 +24,13 @@ from softening.cli.options import (
     DatasetsArg,
     EcutOpt,
     FramesOpt,
+    IonOpt,
     JsonOpt,
     KspacingOpt,
     MaxCellsOpt,
     MdModelOpt,
     ModelOpt,
+    MuOpt,
     ReferenceOpt,
     SeedOpt,
     StepsOpt,
@@ -88,6 +90,8 @@ def run(
     ] = None,
     substitute: SubstituteOpt = None,
     max_cells: MaxCellsOpt = 4,
+    ion: IonOpt = None,
+    mu: MuOpt = None,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.stores import get_job_store

@@ -29,6 +29,7 @@ from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.analysis.defects import (
+    barrier_from_initial,
     distinct_sites,
     energy_profile,
     migration_barrier,
@@ -484,6 +485,56 @@ def neb_job(
     )
 
 
+def path_values(
+    structures: Sequence[Structure], e_ref: Sequence[float], e_ml: Sequence[float]
+) -> dict[str, Any]:
+    """Barriers and profiles of the reference and the model on the same images (eV, Å):
+    ``barrier`` highest minus lowest image, ``barrier_initial`` highest minus initial, profiles
+    relative to the initial image, the cumulative path length and the profiles' mean difference."""
+    coord = reaction_coordinate([s.cart_coords for s in structures], structures[0].lattice.matrix)
+    profile_ref, profile = energy_profile(e_ref), energy_profile(e_ml)
+    return {
+        "barrier_ref": migration_barrier(e_ref),
+        "barrier": migration_barrier(e_ml),
+        "barrier_initial_ref": barrier_from_initial(e_ref),
+        "barrier_initial": barrier_from_initial(e_ml),
+        "profile_ref": profile_ref.tolist(),
+        "profile": profile.tolist(),
+        "reaction_coordinate": coord.tolist(),
+        "n_images": len(structures),
+        "n_atoms": len(structures[0]),
+        "profile_mae": float(np.mean(np.abs(profile - profile_ref))),
+    }
+
+
+def neb_references(neb: NEBResult, references: Sequence[FrameResult | dict | None]) -> list:
+    """The reference results of the NEB's images, in order.
+
+    Raises
+    ------
+    CalculationError
+        An image without a reference energy (a rerun computes it).
+    """
+    refs = _by_id(references, neb.material_id)
+    ids = [f.frame_id for f in neb.frames]
+    missing = [i for i in ids if i not in refs]
+    if missing:
+        raise CalculationError(
+            f"{neb.material_id}: reference missing for {', '.join(missing)}; rerun to compute them"
+        )
+    return [refs[i] for i in ids]
+
+
+def neb_flags(neb: NEBResult) -> list[str]:
+    """The flag of a NEB that stopped before its fmax."""
+    if neb.converged:
+        return []
+    return [
+        f"unconverged: NEB stopped after {neb.steps} steps with fmax {neb.fmax:.3f} eV/Å; "
+        "the last path is compared"
+    ]
+
+
 def compare_barrier_results(
     neb: NEBResult | dict,
     references: Sequence[FrameResult | dict | None],
@@ -497,45 +548,26 @@ def compare_barrier_results(
         An image without a reference energy (a rerun computes it).
     """
     neb = NEBResult.model_validate(neb)
-    refs = _by_id(references, neb.material_id)
-    ids = [f.frame_id for f in neb.frames]
-    missing = [i for i in ids if i not in refs]
-    if missing:
-        raise CalculationError(
-            f"{neb.material_id}: reference missing for {', '.join(missing)}; rerun to compute them"
-        )
-    e_ref = [refs[i].energy for i in ids]
+    refs = neb_references(neb, references)
     structures = [f.structure for f in neb.frames]
-    coord = reaction_coordinate([s.cart_coords for s in structures], structures[0].lattice.matrix)
-    flags = []
-    if not neb.converged:
-        flags.append(
-            f"unconverged: NEB stopped after {neb.steps} steps with fmax {neb.fmax:.3f} eV/Å; "
-            "the last path is compared"
-        )
-    barrier_ref, barrier = migration_barrier(e_ref), migration_barrier(neb.energies)
+    path = path_values(structures, [r.energy for r in refs], neb.energies)
+    path.pop("profile_mae")
     values = BarrierValues(
         path=neb.path,
         hop_distance=neb.hop_distance,
-        barrier_ref=barrier_ref,
-        barrier=barrier,
-        profile_ref=energy_profile(e_ref).tolist(),
-        profile=energy_profile(neb.energies).tolist(),
-        reaction_coordinate=coord.tolist(),
-        n_images=len(ids),
         neb_converged=neb.converged,
         neb_steps=neb.steps,
         neb_fmax=neb.fmax,
         climb=neb.climb,
-        n_atoms=len(structures[0]),
+        **path,
     )
     return BarrierDoc.create(
         material_id=neb.material_id,
         composition=structures[0],
         model=neb.model,
-        reference=refs[ids[0]].code,
-        ratio=barrier / barrier_ref if barrier_ref > 0 else None,
-        flags=flags,
+        reference=refs[0].code,
+        ratio=values.barrier / values.barrier_ref if values.barrier_ref > 0 else None,
+        flags=neb_flags(neb),
         parent_uuids=list(parent_uuids),
         values=values,
     )

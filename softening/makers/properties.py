@@ -164,6 +164,8 @@ _BUILTIN = (
     "softening.makers.surfaces",
     "softening.makers.defects",
     "softening.makers.mixing",
+    "softening.makers.migration",
+    "softening.makers.point_defects",
 )
 _loaded = False
 
@@ -191,7 +193,7 @@ def unregister_property(name: str) -> None:
 
 
 #: The order built-in properties are listed in (whatever order their modules were imported in).
-_BUILTIN_ORDER = ("phonon", "surface", "vacancy", "barrier", "mixing")
+_BUILTIN_ORDER = ("phonon", "surface", "vacancy", "barrier", "mixing", "defect", "migration")
 
 
 def property_specs() -> list[PropertySpec]:
@@ -352,6 +354,11 @@ class PropertyFlowMaker(Maker):
         :class:`InputError` before any job exists)."""
         raise NotImplementedError
 
+    def extra_jobs(self, inputs: Any, material_id: str) -> list[Job]:
+        """Jobs the comparisons need besides the frames' single points (e.g. each method's own
+        elemental references); they may put their outputs (references) into ``inputs``."""
+        return []
+
     def compare(
         self,
         inputs: Any,
@@ -370,14 +377,16 @@ class PropertyFlowMaker(Maker):
         inputs, frames = self.inputs(structure, mid)
         if self.relax:
             check_relaxing_reference(self.reference_maker)
-        jobs: list[Job] = []
+        jobs: list[Job] = list(self.extra_jobs(inputs, mid))
         refs = None
         if not self.relax or self.unrelaxed_with_relaxed:
+            ref_jobs = []
             for frame in frames:
                 j = self.reference_maker.make(frame)
                 j.append_name(f" {mid} {frame.frame_id}")
-                jobs.append(j)
-            refs = [j.output for j in jobs]
+                ref_jobs.append(j)
+            jobs += ref_jobs
+            refs = [j.output for j in ref_jobs]
         ref_relaxed = None
         if self.relax:
             rr = relax_frames_job(

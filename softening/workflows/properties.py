@@ -398,3 +398,27 @@ def mixing_flow(
                 except ModelError as exc:
                     raise ModelError(f"{d.name}: cell {cell.frame_id!r}: {exc}") from None
     return maker.make(datasets), [m.name for m in loaded]
+
+
+def barriers_flow(folders: Sequence[str | Path], models: Sequence[str]) -> tuple[Flow, list[str]]:
+    """The flow of ``softening barriers``: existing VASP NEB runs against each model.
+
+    Every folder is read and checked before any job exists (a missing image, images with
+    different atoms, an unreadable result: one line naming the image), and each model against
+    every element.
+
+    Returns
+    -------
+    (Flow, list[str])
+        The flow (output: one :class:`~softening.schemas.MigrationDoc` per folder and model) and
+        the models' canonical names.
+    """
+    from softening.datasets.neb import read_neb_folder
+    from softening.makers.migration import MigrationComparisonFlowMaker
+    from softening.workflows.inputs import load_checked_models
+
+    datasets = [read_neb_folder(f) for f in folders]
+    elements = {el.symbol for d in datasets for el in d.images[0].structure.composition}
+    loaded = load_checked_models(models, elements)
+    flow = MigrationComparisonFlowMaker(models=list(models)).make(datasets)
+    return flow, [m.name for m in loaded]

@@ -56,8 +56,10 @@ class StudyOptions:
     prop
         Also compute this registered property (``phonon``, ``surface``, ``vacancy``, ``barrier``,
         ``mixing``...) with the reference and each (corrected) model.
-    substitute, max_cells
-        The property's substitution ``HOST:GUEST`` and largest supercell (``mixing``).
+    substitute, max_cells, ion, mu
+        The property's options: substitution ``HOST:GUEST`` (``mixing``, ``defect``), largest
+        supercell of the orderings (``mixing``), migrating ion (``migration``), chemical
+        potentials (``defect``).
     """
 
     md_model: str = "chgnet"
@@ -78,6 +80,8 @@ class StudyOptions:
     prop: str | None = None
     substitute: str | None = None
     max_cells: int = 4
+    ion: str | None = None
+    mu: list[str] | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> StudyOptions:
@@ -168,7 +172,7 @@ class StudyOptions:
             # its flow is made once here, so that its input is checked before anything runs.
             fm.property_maker = property_maker(
                 self.prop, fm.reference_maker, models, substitute=self.substitute,
-                max_cells=self.max_cells,
+                max_cells=self.max_cells, ion=self.ion, mu=self.mu,
             )  # fmt: skip
             for s in structures:
                 fm.property_maker.make(s, s.composition.reduced_formula)

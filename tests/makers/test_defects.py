@@ -50,12 +50,21 @@ def test_vacancy_formation_energy():
 
 
 def test_barrier_and_profile():
-    from softening.analysis.defects import energy_profile, migration_barrier, reaction_coordinate
+    from softening.analysis.defects import (
+        barrier_from_initial,
+        energy_profile,
+        migration_barrier,
+        reaction_coordinate,
+    )
 
     e = [-10.0, -9.7, -9.2, -9.6, -10.1]
     assert energy_profile(e).tolist() == pytest.approx([0, 0.3, 0.8, 0.4, -0.1])
-    assert migration_barrier(e) == pytest.approx(0.8)
-    assert migration_barrier([-1.0, -1.5]) == 0.0  # downhill: no barrier above the start
+    # The paper's (and emmet's) barrier: highest minus lowest image; the old one, from the
+    # initial image, kept as a second number.
+    assert migration_barrier(e) == pytest.approx(0.9)
+    assert barrier_from_initial(e) == pytest.approx(0.8)
+    assert migration_barrier([-1.0, -1.5]) == pytest.approx(0.5)  # downhill: range 0.5 eV
+    assert barrier_from_initial([-1.0, -1.5]) == 0.0  # nothing above the start
     with pytest.raises(ValueError):
         migration_barrier([1.0])
     # An atom moving 1 Å per image across the boundary of a 10 Å cell (wrapped positions).

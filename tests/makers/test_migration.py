@@ -142,3 +142,30 @@ def test_barriers_of_an_existing_vasp_neb(tmp_path):
 
     shutil.rmtree(neb / "02")
     _one_error_line(_cli("barriers", neb, "--store", tmp_path / "db"), "image 02 is missing")
+
+
+@pytest.mark.slow  # ~1 min: GPAW single points on the images of a 7-atom cell
+def test_migration_li_vacancy_hop_in_lif_gpaw(store):
+    """A Li vacancy hop in rocksalt LiF (its 8-atom cubic cell less one Li) with GPAW at small
+    settings on CHGNet's images."""
+    pytest.importorskip("gpaw")
+    from jobflow import run_locally
+    from pymatgen.core import Lattice, Structure
+
+    from softening.makers import ReferenceStaticMaker
+    from softening.makers.migration import MigrationMaker
+
+    lif = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.03), ["Li", "F"],
+                                    [[0, 0, 0], [0.5, 0.5, 0.5]])  # fmt: skip
+    ref = ReferenceStaticMaker(calculator="gpaw", ecut=250.0, kspacing=0.7, compute_stress=False,
+                               force_convergence=0.05)  # fmt: skip
+    maker = MigrationMaker(reference_maker=ref, models=["chgnet"], ion="Li", mode="vacancy",
+                           max_distance=3.0, min_length=4.0, max_atoms=40, max_hops=1,
+                           n_images=1, fmax=0.3, steps=15)  # fmt: skip
+    flow = maker.make(lif, "LiF")
+    responses = run_locally(flow, store=store, log=False, ensure_success=True)
+    v = responses[flow.output[0].uuid][1].output.values
+    assert v.ion == "Li" and v.n_images == 3 and v.hop_distance == pytest.approx(4.03 / 2**0.5)
+    # Both see a barrier: the middle image above the end points (the hop squeezes between F).
+    assert v.profile_ref[1] > 0.05 and v.profile[1] > 0.05
+    assert v.barrier_ref == pytest.approx(max(v.profile_ref) - min(v.profile_ref))

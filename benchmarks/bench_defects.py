@@ -59,7 +59,12 @@ def defect_package(model: str, min_distance: float) -> tuple[dict[str, float], f
     maker = DefectMaker(reference_maker=ReferenceStaticMaker(calculator="emt"), models=[model],
                         min_image_distance=min_distance, mu=MU)  # fmt: skip
     flow = maker.make(nial(), "NiAl")
-    responses = run_locally(flow, store=JobStore(MemoryStore(), additional_stores={"data": MemoryStore()}), log=False, ensure_success=True)
+    responses = run_locally(
+        flow,
+        store=JobStore(MemoryStore(), additional_stores={"data": MemoryStore()}),
+        log=False,
+        ensure_success=True,
+    )
     doc = responses[flow.output[0].uuid][1].output
     rows = {r.defect: r.e for r in doc.values.rows if r.kind not in ("schottky", "frenkel")}
     return rows, time.perf_counter() - t0, doc.values.n_bulk
@@ -115,7 +120,12 @@ def migration_package(model: str) -> tuple[float, float]:
                            ion="H", mode="interstitial", max_distance=3.0, min_length=4.0,
                            max_hops=1, n_images=3, fmax=0.1)  # fmt: skip
     flow = maker.make(pdh(), "PdH")
-    responses = run_locally(flow, store=JobStore(MemoryStore(), additional_stores={"data": MemoryStore()}), log=False, ensure_success=True)
+    responses = run_locally(
+        flow,
+        store=JobStore(MemoryStore(), additional_stores={"data": MemoryStore()}),
+        log=False,
+        ensure_success=True,
+    )
     return responses[flow.output[0].uuid][1].output.values.barrier, time.perf_counter() - t0
 
 

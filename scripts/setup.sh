@@ -15,9 +15,12 @@ APT_PKGS="libxc-dev libopenblas-dev libfftw3-dev pkg-config"
 # SLURM and munge: tests/hpc/test_slurm.py starts a private single-node cluster from them (~20 s install;
 # nothing is started or enabled here).
 SLURM_PKGS="slurmctld slurmd slurm-client munge"
+# Headless Chromium and its driver: tests/workflows/test_html_report.py opens `report --html`'s page
+# in a real browser (Debian's packages; on Ubuntu `chromium` is a snap stub).
+BROWSER_PKGS="chromium chromium-driver"
 
 missing=()
-for p in $APT_PKGS $SLURM_PKGS; do
+for p in $APT_PKGS $SLURM_PKGS $BROWSER_PKGS; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -27,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "[setup] please install the Debian packages GPAW (and the SLURM tests) need:" \
+    echo "[setup] please install the Debian packages GPAW (and the SLURM and browser tests) need:" \
       "sudo apt-get install ${missing[*]}" >&2
   fi
 fi

@@ -713,6 +713,11 @@ class BarrierValues(BaseModel):
     neb_fmax: float | None = Field(None, description="Largest NEB force at the end, eV/Å.")
     climb: bool | None = Field(None, description="Whether a climbing image was used.")
     n_atoms: int = Field(description="Atoms in each image.")
+    profile_mae: float | None = Field(
+        None,
+        description="Mean |profile - profile_ref| over the images, eV (both relative to the "
+        "initial image).",
+    )
 
 
 class BarrierDoc(PropertyDoc):
@@ -818,10 +823,6 @@ class MigrationValues(BarrierValues):
     mode: str = Field(
         description="'vacancy' (the ion hops into a vacant site of its sublattice), 'interstitial' "
         "(one extra ion between interstitial sites) or 'existing' (a DFT NEB read from folders)."
-    )
-    profile_mae: float = Field(
-        description="Mean |profile - profile_ref| over the images, eV (both relative to the "
-        "initial image)."
     )
 
 

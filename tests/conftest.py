@@ -120,3 +120,25 @@ def tiny_mace(tmp_path_factory) -> Path:
     )
     assert res.returncode == 0, res.stderr[-2000:]
     return work / "tiny.model"
+
+
+#: The `softening` command, run in a fresh interpreter as a user would.
+CLI = [sys.executable, "-c", "from softening.cli import app; app()"]
+
+
+def run_cli(*args, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``softening ARGS`` in a subprocess (one torch thread), from the project root."""
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def one_error_line(res: subprocess.CompletedProcess, *words: str) -> None:
+    """Assert that a command failed with exactly one ``error:`` line holding ``words``."""
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr[-2000:]
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert "Traceback" not in res.stderr

@@ -1,8 +1,9 @@
 """Results commands: ``query``, ``build`` and ``report`` over the results database.
 
 Their filters make one :class:`~softening.stores.queries.ResultFilter`; the work is
-:func:`~softening.stores.queries.query_results`, :func:`~softening.stores.builders.build_summaries`
-and :func:`~softening.workflows.report.results_report`.
+:func:`~softening.stores.queries.query_results`, :func:`~softening.stores.builders.build_summaries`,
+:func:`~softening.workflows.report.results_report` (PNG) and
+:func:`~softening.workflows.html_report.html_report` (``report --html``).
 """
 
 from __future__ import annotations
@@ -138,9 +139,36 @@ def build(
         out_console.print(summaries_table(models))
 
 
+#: How many ids a terminal line names before it gives a count (the full lists: report.json).
+SHOWN_IDS = 5
+
+
+def _ids_line(what: str, ids: list[str], full: str | Path) -> str:
+    """``what: N: a, b, c, d, e and N-5 more (all in FULL)``: never a paragraph of ids."""
+    shown = ", ".join(ids[:SHOWN_IDS])
+    more = len(ids) - SHOWN_IDS
+    return f"{what}: {len(ids)}: {shown}" + (
+        f" and {more} more (all in {full})" if more > 0 else ""
+    )
+
+
 def report(
     store: StoreOpt = None,
-    out: Annotated[Path, typer.Option(help="Folder for the PNG files.")] = Path("softening-report"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the PNG files and report.json (default softening-report; with "
+            "--html, PNG files only when --out is given)."
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write one self-contained HTML page to explore the results (opens offline) "
+            "instead of the PNG files.",
+        ),
+    ] = None,
     formula: FormulaOpt = None,
     chemsys: ChemsysOpt = None,
     element: ElementOpt = None,
@@ -152,15 +180,87 @@ def report(
     all_runs: AllRunsOpt = False,
     flag: FlagOpt = None,
     parity_limit: Annotated[
-        int, typer.Option(help="Most parity plots drawn (one per material and model).")
+        int,
+        typer.Option(
+            help="Most parity plots drawn (one per material and model); with --html, most "
+            "results whose forces go into the page."
+        ),
     ] = 100,
+    parity_cap: Annotated[
+        int,
+        typer.Option(
+            help="With --html: most force components per parity plot (a random subset beyond)."
+        ),
+    ] = 2000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Figures of the stored results: parity per material and model, scale distribution, MAE vs cMAE."""
-    from softening.workflows.report import results_report
-
+    """Figures of the stored results: parity per material and model, scale distribution, MAE vs
+    cMAE; with --html one page to explore them (table, filters, a parity plot per result)."""
     where = _filter(formula, chemsys, element, model, scale_min, scale_max, material_id,
                     include_pooled, all_runs, flag)  # fmt: skip
+    summary: dict = {}
+    if html is not None:
+        summary["html"] = _html_report(store, html, where, parity_limit, parity_cap, as_json)
+    if html is None or out is not None:
+        summary.update(_png_report(store, out or Path("softening-report"), where, parity_limit,
+                                   as_json))  # fmt: skip
+    if as_json:
+        print_json(summary, lenient=True)
+
+
+def _html_report(
+    store: str | None, path: Path, where: ResultFilter, parity_limit: int, parity_cap: int,
+    quiet: bool,
+) -> dict:  # fmt: skip
+    """``report --html``: the page, and its counts on the terminal."""
+    from softening.workflows.html_report import html_report
+
+    page = html_report(store, path, where, parity_limit=parity_limit, parity_cap=parity_cap)
+    excluded = page.selection.excluded
+    record = {
+        "path": str(page.path),
+        "size_bytes": page.size_bytes,
+        "n_results": len(page.results),
+        "n_parity": page.n_parity,
+        "n_capped": page.n_capped,
+        "parity_cap": page.parity_cap,
+        "n_properties": page.n_properties,
+        "mae_vs_cmae_excluded": excluded,
+    }
+    if quiet:
+        return record
+    models = len({r["model"]["name"] for r in page.results})
+    skipped = page.selection.skipped
+    unstored = len(page.selection.parity) - page.n_parity
+    console.print(
+        f"{page.path}: {len(page.results)} result(s) of {models} model(s), "
+        f"{page.n_properties} property result(s), {page.size_bytes / 1e6:.1f} MB; force parity "
+        f"for {page.n_parity}"
+        + (f" ({skipped} more with a higher --parity-limit)" if skipped else "")
+        + (f", {unstored} without stored forces" if unstored else "")
+        + (f", {page.n_capped} cut to {page.parity_cap} components" if page.n_capped else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    if excluded:
+        console.print(
+            _ids_line(
+                "left out of mae_vs_cmae (scale CI includes 0, cMAE meaningless)",
+                excluded,
+                "the page's table and --json",
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+    return record
+
+
+def _png_report(
+    store: str | None, out: Path, where: ResultFilter, parity_limit: int, quiet: bool
+) -> dict:
+    """The PNG figures and ``report.json`` in ``out``; counts and the first ids on the terminal."""
+    from softening.workflows.report import results_report
+
     drawn = results_report(store, out, where, parity_limit)
     files = drawn.files
     summary = {
@@ -169,9 +269,8 @@ def report(
         "results": [flat_result(r) for r in drawn.results],
     }
     (out / "report.json").write_text(dumps(summary, lenient=True, indent=2))
-    if as_json:
-        print_json(summary, lenient=True)
-        return
+    if quiet:
+        return summary
     skipped = drawn.selection.skipped
     console.print(
         f"{len(drawn.results)} result(s): {len(files['parity'])} parity plot(s) in {out / 'parity'}"
@@ -185,7 +284,12 @@ def report(
         console.print(f"{prop}: {path}", highlight=False)
     if files.get("mae_vs_cmae_excluded"):
         console.print(
-            "left out of mae_vs_cmae (scale CI includes 0, cMAE meaningless): "
-            + ", ".join(files["mae_vs_cmae_excluded"]),
+            _ids_line(
+                "left out of mae_vs_cmae (scale CI includes 0, cMAE meaningless)",
+                files["mae_vs_cmae_excluded"],
+                out / "report.json",
+            ),
             highlight=False,
+            soft_wrap=True,
         )
+    return summary

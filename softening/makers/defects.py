@@ -51,7 +51,6 @@ from softening.makers.properties import (
 from softening.makers.reference import ReferenceStaticMaker
 from softening.schemas import (
     BarrierDoc,
-    BarrierValues,
     FrameResult,
     FrameSpec,
     NEBResult,
@@ -535,12 +534,16 @@ def neb_flags(neb: NEBResult) -> list[str]:
     ]
 
 
-def compare_barrier_results(
+def compare_path_results(
     neb: NEBResult | dict,
     references: Sequence[FrameResult | dict | None],
+    doc_class: type[BarrierDoc] | type[Any] = BarrierDoc,
     parent_uuids: Sequence[str] = (),
-) -> BarrierDoc:
-    """Barrier and energy profile of the model's NEB and of the reference on the same images.
+    **values: Any,
+) -> Any:
+    """Barrier and energy profile of the model's NEB and of the reference on the same images, as
+    ``doc_class`` (:class:`BarrierDoc`, or a subclass of its shape such as ``MigrationDoc``, whose
+    extra value fields come as keywords).
 
     Raises
     ------
@@ -550,27 +553,36 @@ def compare_barrier_results(
     neb = NEBResult.model_validate(neb)
     refs = neb_references(neb, references)
     structures = [f.structure for f in neb.frames]
-    path = path_values(structures, [r.energy for r in refs], neb.energies)
-    path.pop("profile_mae")
-    values = BarrierValues(
+    values_class = doc_class.model_fields["values"].annotation
+    v = values_class(
         path=neb.path,
         hop_distance=neb.hop_distance,
         neb_converged=neb.converged,
         neb_steps=neb.steps,
         neb_fmax=neb.fmax,
         climb=neb.climb,
-        **path,
+        **path_values(structures, [r.energy for r in refs], neb.energies),
+        **values,
     )
-    return BarrierDoc.create(
+    return doc_class.create(
         material_id=neb.material_id,
         composition=structures[0],
         model=neb.model,
         reference=refs[0].code,
-        ratio=values.barrier / values.barrier_ref if values.barrier_ref > 0 else None,
+        ratio=v.barrier / v.barrier_ref if v.barrier_ref > 0 else None,
         flags=neb_flags(neb),
         parent_uuids=list(parent_uuids),
-        values=values,
+        values=v,
     )
+
+
+def compare_barrier_results(
+    neb: NEBResult | dict,
+    references: Sequence[FrameResult | dict | None],
+    parent_uuids: Sequence[str] = (),
+) -> BarrierDoc:
+    """:func:`compare_path_results` of an elemental vacancy hop."""
+    return compare_path_results(neb, references, BarrierDoc, parent_uuids)
 
 
 @softening_job(BarrierDoc, tolerant=True, name="barrier compare")
@@ -588,9 +600,13 @@ def barrier_compare_job(
 
 
 @dataclass
-class BarrierMaker(Maker):
-    """Vacancy migration barrier of one elemental structure: the uMLIP's NEB, the reference on its
-    images.
+class PathFlowMaker(Maker):
+    """The loop of properties along NEB paths: per path and model, the model's NEB (stored and
+    reused), reference single points on its images (ApproxNEB-like: the reference does not move
+    them), one comparison.
+
+    Subclasses give :meth:`paths` (the end points, checked before any job exists) and
+    :meth:`compare`.
 
     Attributes
     ----------
@@ -600,14 +616,6 @@ class BarrierMaker(Maker):
         :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or a VASP reference maker.
     models
         uMLIP specs; each makes its own path.
-    min_image_distance
-        Smallest distance between the vacancy and its periodic images, Å (picks the supercell).
-    supercell_matrix
-        Diagonal supercell ``[n1, n2, n3]`` instead.
-    site
-        Unit-cell site whose vacancy hops (default: the first symmetry-distinct site).
-    symprec
-        Symmetry tolerance, Å.
     n_images
         Intermediate NEB images.
     fmax
@@ -622,13 +630,9 @@ class BarrierMaker(Maker):
         Relax both end points with the model before the NEB.
     """
 
-    name: str = "barrier"
+    name: str = "path"
     reference_maker: Any = field(default_factory=ReferenceStaticMaker)
     models: list[str] = field(default_factory=lambda: ["chgnet"])
-    min_image_distance: float = 8.0
-    supercell_matrix: list[int] | None = None
-    site: int | None = None
-    symprec: float = 0.01
     n_images: int = 5
     fmax: float = 0.05
     steps: int = 200
@@ -647,30 +651,75 @@ class BarrierMaker(Maker):
             "relax_endpoints": self.relax_endpoints,
         }
 
+    def paths(
+        self, structure: Structure, material_id: str
+    ) -> list[tuple[str, Structure, Structure, float]]:
+        """``(label, initial, final, hop distance Å)`` of every path (same atoms, same order)."""
+        raise NotImplementedError
+
+    def compare(self, neb: Any, references: list[Any], parent_uuids: list[str]) -> Any:
+        """The comparison job of one path and model."""
+        raise NotImplementedError
+
     def make(self, structure: Structure, material_id: str | None = None) -> Flow:
-        """The flow for ``structure``; output: one :class:`BarrierDoc` per model."""
+        """The flow for ``structure``; output: one document per path and model."""
         mid = material_id or structure.composition.reduced_formula
+        jobs, outputs = [], []
+        for label, initial, final, dist in self.paths(structure, mid):
+            for spec in self.models:
+                neb = neb_job(initial, final, mid, label, dist, spec, self.settings())
+                neb.append_name(f" {spec} {mid} {label}")
+                refs = []
+                for k in range(self.n_images + 2):
+                    # The images exist once the NEB ran: each reference job takes its frame from
+                    # the NEB's output (and is reused by content key on a rerun).
+                    r = self.reference_maker.make(neb.output.frames[k])
+                    r.append_name(f" {mid} {spec} {label} image-{k:02d}")
+                    refs.append(r)
+                cmp = self.compare(
+                    neb.output, [r.output for r in refs], [neb.uuid, *(r.uuid for r in refs)]
+                )
+                cmp.append_name(f" {mid} {spec} {label}")
+                jobs += [neb, *refs, cmp]
+                outputs.append(cmp.output)
+        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+
+@dataclass
+class BarrierMaker(PathFlowMaker):
+    """Vacancy migration barrier of one elemental structure: the uMLIP's NEB, the reference on its
+    images (the loop is :class:`PathFlowMaker`'s).
+
+    Attributes
+    ----------
+    name, reference_maker, models, n_images, fmax, steps, climb, optimizer, relax_endpoints
+        As :class:`PathFlowMaker`.
+    min_image_distance
+        Smallest distance between the vacancy and its periodic images, Å (picks the supercell).
+    supercell_matrix
+        Diagonal supercell ``[n1, n2, n3]`` instead.
+    site
+        Unit-cell site whose vacancy hops (default: the first symmetry-distinct site).
+    symprec
+        Symmetry tolerance, Å.
+    """
+
+    name: str = "barrier"
+    min_image_distance: float = 8.0
+    supercell_matrix: list[int] | None = None
+    site: int | None = None
+    symprec: float = 0.01
+
+    def paths(self, structure: Structure, material_id: str):
+        """The hop of a vacancy to its nearest symmetry-equivalent neighbour."""
         initial, final, path, dist = hop_endpoints(
             structure, self.min_image_distance, self.supercell_matrix, self.site, self.symprec
         )
-        jobs, outputs = [], []
-        for spec in self.models:
-            neb = neb_job(initial, final, mid, path, dist, spec, self.settings())
-            neb.append_name(f" {spec} {mid}")
-            refs = []
-            for k in range(self.n_images + 2):
-                # The images are known only when the NEB ran: each reference job takes its
-                # frame from the NEB's output (and is reused by content key on a rerun).
-                r = self.reference_maker.make(neb.output.frames[k])
-                r.append_name(f" {mid} {spec} image-{k:02d}")
-                refs.append(r)
-            cmp = barrier_compare_job(
-                neb.output, [r.output for r in refs], [neb.uuid, *(r.uuid for r in refs)]
-            )
-            cmp.append_name(f" {mid} {spec}")
-            jobs += [neb, *refs, cmp]
-            outputs.append(cmp.output)
-        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+        return [(path, initial, final, dist)]
+
+    def compare(self, neb: Any, references: list[Any], parent_uuids: list[str]):
+        """:func:`barrier_compare_job`."""
+        return barrier_compare_job(neb, references, parent_uuids)
 
 
 # ---- the registry entries -----------------------------------------------------------------------

@@ -19,25 +19,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
-from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.errors import InputError
 from softening.makers.base import softening_job
 from softening.makers.defects import (
+    PathFlowMaker,
     barrier_profiles,
-    neb_flags,
-    neb_job,
-    neb_references,
+    compare_path_results,
     path_values,
 )
-from softening.makers.properties import PropertySpec, default_record, register_property
-from softening.makers.reference import ReferenceStaticMaker
-from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.properties import (
+    DataComparisonFlowMaker,
+    PreparedData,
+    PropertySpec,
+    default_record,
+    register_property,
+)
 from softening.schemas import (
     CodeInfo,
     FrameResult,
@@ -173,37 +175,15 @@ def compare_migration_results(
     mode: str,
     parent_uuids: Sequence[str] = (),
 ) -> MigrationDoc:
-    """Barrier and profile of the model's NEB and of the reference on its images.
+    """Barrier and profile of the model's NEB and of the reference on its images
+    (:func:`~softening.makers.defects.compare_path_results`).
 
     Raises
     ------
     CalculationError
         An image without a reference energy (a rerun computes it).
     """
-    neb = NEBResult.model_validate(neb)
-    refs = neb_references(neb, references)
-    structures = [f.structure for f in neb.frames]
-    values = MigrationValues(
-        path=neb.path,
-        hop_distance=neb.hop_distance,
-        ion=ion,
-        mode=mode,
-        neb_converged=neb.converged,
-        neb_steps=neb.steps,
-        neb_fmax=neb.fmax,
-        climb=neb.climb,
-        **path_values(structures, [r.energy for r in refs], neb.energies),
-    )
-    return MigrationDoc.create(
-        material_id=neb.material_id,
-        composition=structures[0],
-        model=neb.model,
-        reference=refs[0].code,
-        ratio=values.barrier / values.barrier_ref if values.barrier_ref > 0 else None,
-        flags=neb_flags(neb),
-        parent_uuids=list(parent_uuids),
-        values=values,
-    )
+    return compare_path_results(neb, references, MigrationDoc, parent_uuids, ion=ion, mode=mode)
 
 
 @softening_job(MigrationDoc, tolerant=True, name="migration compare")
@@ -225,17 +205,14 @@ def migration_compare_job(
 
 
 @dataclass
-class MigrationMaker(Maker):
-    """Migration barriers of a working ion in a host: the uMLIP's NEB, the reference on its images.
+class MigrationMaker(PathFlowMaker):
+    """Migration barriers of a working ion in a host: the uMLIP's NEB, the reference on its images
+    (the loop is :class:`~softening.makers.defects.PathFlowMaker`'s).
 
     Attributes
     ----------
-    name
-        Flow name.
-    reference_maker
-        :class:`ReferenceStaticMaker` (GPAW; EMT for tests) or a VASP reference maker.
-    models
-        uMLIP specs; each makes its own path.
+    name, reference_maker, models, n_images, fmax, steps, climb, optimizer, relax_endpoints
+        As :class:`~softening.makers.defects.PathFlowMaker`.
     ion
         The migrating species (``Li``, ``Mg``, ``Na``...).
     mode
@@ -246,66 +223,28 @@ class MigrationMaker(Maker):
         Most distinct hops computed (shortest first).
     min_length, max_atoms
         Smallest supercell side (Å) and largest supercell (atoms) of each hop.
-    n_images, fmax, steps, climb, optimizer, relax_endpoints
-        The NEB (as :class:`~softening.makers.defects.BarrierMaker`).
     """
 
     name: str = "migration"
-    reference_maker: Any = field(default_factory=ReferenceStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
     ion: str | None = None
     mode: str = "vacancy"
     max_distance: float = 4.0
     max_hops: int = 3
     min_length: float = 8.0
     max_atoms: int = 200
-    n_images: int = 5
-    fmax: float = 0.05
-    steps: int = 200
-    climb: bool = True
-    optimizer: str = "FIRE"
-    relax_endpoints: bool = True
 
-    def settings(self) -> dict[str, Any]:
-        """The NEB settings (part of the NEB's content key)."""
-        return {
-            "n_images": self.n_images,
-            "fmax": self.fmax,
-            "steps": self.steps,
-            "climb": self.climb,
-            "optimizer": self.optimizer,
-            "relax_endpoints": self.relax_endpoints,
-        }
-
-    def make(self, structure: Structure, material_id: str | None = None) -> Flow:
-        """The flow for ``structure``; output: one :class:`MigrationDoc` per hop and model."""
+    def paths(self, structure: Structure, material_id: str):
+        """The distinct hops of :attr:`ion` (:func:`host_hops`)."""
         if not self.ion:
             raise InputError("--property migration needs --ion (e.g. --ion Li)")
-        mid = material_id or structure.composition.reduced_formula
-        hops = host_hops(
+        return host_hops(
             structure, self.ion, self.mode, self.max_distance, self.min_length, self.max_atoms,
             self.max_hops,
         )  # fmt: skip
-        jobs, outputs = [], []
-        for label, initial, final, dist in hops:
-            for spec in self.models:
-                neb = neb_job(initial, final, mid, label, dist, spec, self.settings())
-                neb.append_name(f" {spec} {mid} {label}")
-                refs = []
-                for k in range(self.n_images + 2):
-                    # The images exist once the NEB ran: each reference job takes its frame from
-                    # the NEB's output (and is reused by content key on a rerun).
-                    r = self.reference_maker.make(neb.output.frames[k])
-                    r.append_name(f" {mid} {spec} {label} image-{k:02d}")
-                    refs.append(r)
-                cmp = migration_compare_job(
-                    neb.output, [r.output for r in refs], self.ion, self.mode,
-                    [neb.uuid, *(r.uuid for r in refs)],
-                )  # fmt: skip
-                cmp.append_name(f" {mid} {spec} {label}")
-                jobs += [neb, *refs, cmp]
-                outputs.append(cmp.output)
-        return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+    def compare(self, neb: Any, references: list[Any], parent_uuids: list[str]):
+        """:func:`migration_compare_job`."""
+        return migration_compare_job(neb, references, self.ion, self.mode, parent_uuids)
 
 
 # ---- existing DFT NEB runs -------------------------------------------------------------------------
@@ -364,46 +303,6 @@ def neb_data_compare_job(data: Any, umlip: UMLIPResults, parent_uuids: Sequence[
     return compare_neb_data(data, umlip, parent_uuids)
 
 
-@dataclass
-class MigrationComparisonFlowMaker(Maker):
-    """uMLIPs on the images of existing DFT NEB runs (the same images; no DFT run).
-
-    Attributes
-    ----------
-    name
-        Flow name.
-    umlip_maker
-        Template of the uMLIP jobs; one copy per model.
-    models
-        uMLIP specs.
-    """
-
-    name: str = "barrier comparison"
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
-
-    def make(self, datasets: Sequence[Any]) -> Flow:
-        """The flow over ``datasets`` (from :func:`read_neb_folder`); output: one
-        :class:`MigrationDoc` per folder and model."""
-        names = [d.name for d in datasets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise InputError(f"two NEB folders named {dupes[0]!r}: give each once")
-        frames = [f for d in datasets for f in neb_data_frames(d)]
-        jobs, outputs = [], {}
-        for spec in self.models:
-            ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.append_name(f" {spec} NEB images")
-            jobs.append(ml)
-            for d in datasets:
-                cmp = neb_data_compare_job(neb_data_input(d), ml.output, [ml.uuid])
-                cmp.append_name(f" {d.name} {spec}")
-                jobs.append(cmp)
-                outputs[(d.name, spec)] = cmp.output
-        return Flow(jobs, output=[outputs[(n, s)] for n in names for s in self.models],
-                    name=self.name)  # fmt: skip
-
-
 def neb_data_input(data: Any) -> dict[str, Any]:
     """A :class:`~softening.datasets.neb.NEBData` as a job input (the images as reference
     results, which jobflow serialises)."""
@@ -422,6 +321,30 @@ def neb_data_input(data: Any) -> dict[str, Any]:
             for f in data.images
         ],
     }  # fmt: skip
+
+
+@dataclass
+class MigrationComparisonFlowMaker(DataComparisonFlowMaker):
+    """uMLIPs on the images of existing DFT NEB runs (the same images; no DFT run).
+
+    The loop is :class:`~softening.makers.properties.DataComparisonFlowMaker`'s: every image of
+    every run in one job per model, one comparison per run and model.
+    """
+
+    name: str = "barrier comparison"
+
+    label: ClassVar[str] = "NEB images"
+
+    def prepare(self, datasets: Sequence[Any]) -> list[PreparedData]:
+        """Each run's images (from :func:`~softening.datasets.neb.read_neb_folder`)."""
+        return [
+            PreparedData(key=d.name, frames=neb_data_frames(d), inputs=neb_data_input(d))
+            for d in datasets
+        ]
+
+    def compare(self, prepared: PreparedData, umlip: Any, parent_uuids: list[str]):
+        """:func:`neb_data_compare_job`."""
+        return neb_data_compare_job(prepared.inputs, umlip, parent_uuids)
 
 
 # ---- the registry entry ------------------------------------------------------------------------

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from jobflow import Flow, Maker
 from pymatgen.core import Composition, Structure
 
 from softening.analysis.mixing import (
@@ -43,8 +42,13 @@ from softening.analysis.mixing import (
 )
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
-from softening.makers.properties import PropertyFlowMaker, PropertySpec, register_property
-from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.properties import (
+    DataComparisonFlowMaker,
+    PreparedData,
+    PropertyFlowMaker,
+    PropertySpec,
+    register_property,
+)
 from softening.schemas import (
     CodeInfo,
     FrameResult,
@@ -397,49 +401,46 @@ def data_references(data: Any, system: str) -> list[FrameResult]:
 
 
 @dataclass
-class MixingComparisonFlowMaker(Maker):
+class MixingComparisonFlowMaker(DataComparisonFlowMaker):
     """Formation energies of uMLIPs on existing DFT cells (the same final structures).
+
+    The loop is :class:`~softening.makers.properties.DataComparisonFlowMaker`'s: every cell of
+    every data set in one job per model, one comparison per data set (system) and model.
 
     Attributes
     ----------
-    name
-        Flow name.
-    umlip_maker
-        Template of the uMLIP jobs (device, dtype, memory budget); one copy per model.
-    models
-        uMLIP specs.
+    name, umlip_maker, models
+        As :class:`~softening.makers.properties.DataComparisonFlowMaker`.
     end_members
         End-member formulas for every data set (``None``: each data set's pure elements).
     """
 
     name: str = "mixing comparison"
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
     end_members: list[str] | None = None
 
-    def make(self, datasets: Sequence[Any]) -> Flow:
-        """The flow over ``datasets`` (from :func:`read_mixing_data`, checked here before any
-        job exists); output: one :class:`MixingDoc` per data set and model."""
+    label: ClassVar[str] = "mixing"
+
+    def prepare(self, datasets: Sequence[Any]) -> list[PreparedData]:
+        """Each data set's cells, end-member amounts and DFT energies (from
+        :func:`read_mixing_data`); systems of one name get ``-2``, ``-3``..."""
         inputs = [data_inputs(d, self.end_members) for d in datasets]
         systems = _unique([i["system"] for i in inputs])
-        for i, s in zip(inputs, systems, strict=True):
-            i["system"] = s
-        # Every cell of every data set in one job per model: the model loads once and
-        # evaluates them in memory-bounded batches.
-        frames = [f for d, s in zip(datasets, systems, strict=True) for f in data_frames(d, s)]
-        refs = [data_references(d, s) for d, s in zip(datasets, systems, strict=True)]
-        jobs, outputs = [], {}
-        for spec in self.models:
-            ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.append_name(f" {spec} mixing")
-            jobs.append(ml)
-            for k, system in enumerate(systems):
-                cmp = mixing_compare_job(inputs[k], refs[k], ml.output, parent_uuids=[ml.uuid])
-                cmp.append_name(f" {system} {spec}")
-                jobs.append(cmp)
-                outputs[(system, spec)] = cmp.output
-        ordered = [outputs[(s, m)] for s in systems for m in self.models]
-        return Flow(jobs, output=ordered, name=self.name)
+        out = []
+        for d, i, system in zip(datasets, inputs, systems, strict=True):
+            i["system"] = system
+            out.append(
+                PreparedData(
+                    key=system,
+                    frames=data_frames(d, system),
+                    inputs=(i, data_references(d, system)),
+                )
+            )
+        return out
+
+    def compare(self, prepared: PreparedData, umlip: Any, parent_uuids: list[str]):
+        """:func:`mixing_compare_job`."""
+        inputs, refs = prepared.inputs
+        return mixing_compare_job(inputs, refs, umlip, parent_uuids=parent_uuids)
 
 
 def _unique(names: Sequence[str]) -> list[str]:

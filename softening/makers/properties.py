@@ -46,6 +46,8 @@ from softening.schemas import (
 
 __all__ = [
     "ITEM_COLUMNS",
+    "DataComparisonFlowMaker",
+    "PreparedData",
     "PropertyFlowMaker",
     "PropertySpec",
     "get_property",
@@ -419,3 +421,79 @@ class PropertyFlowMaker(Maker):
             jobs.append(cmp)
             outputs.append(cmp.output)
         return Flow(jobs, output=outputs, name=f"{self.name} {mid}")
+
+
+# ---- the shared loop over existing data ----------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """One data set ready to compare: its name, the frames every model labels, and what its
+    comparison needs besides the models' results (reference energies, set-up...)."""
+
+    key: str
+    frames: list[FrameSpec]
+    inputs: Any = None
+
+
+@dataclass
+class DataComparisonFlowMaker(Maker):
+    """The loop of a property compared on existing reference data (no reference run).
+
+    Subclasses give :meth:`prepare` (every data set checked and turned into frames before any
+    job exists) and :meth:`compare` (the comparison job of one data set and model); the loop is
+    here: one batched uMLIP job per model over every frame of every data set (the model loads
+    once and evaluates them in memory-bounded batches), one comparison job per data set and model.
+
+    Attributes
+    ----------
+    name
+        Flow name.
+    umlip_maker
+        Template of the uMLIP jobs (device, dtype, memory budget); one copy per model.
+    models
+        uMLIP specs.
+    """
+
+    name: str = "comparison"
+    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
+    models: list[str] = field(default_factory=lambda: ["chgnet"])
+
+    #: What the uMLIP jobs are named after (``umlip static chgnet <label>``).
+    label: ClassVar[str] = "frames"
+
+    def prepare(self, datasets: Sequence[Any]) -> list[PreparedData]:
+        """The data sets as frames and comparison inputs (checked)."""
+        raise NotImplementedError
+
+    def compare(self, prepared: PreparedData, umlip: Any, parent_uuids: list[str]) -> Job:
+        """The comparison job of one data set with one model's results."""
+        raise NotImplementedError
+
+    def make(self, datasets: Sequence[Any]) -> Flow:
+        """The flow over ``datasets``; output: one document per data set and model, data sets
+        first.
+
+        Raises
+        ------
+        InputError
+            Two data sets with one name, and whatever :meth:`prepare` refuses.
+        """
+        prepared = self.prepare(datasets)
+        keys = [p.key for p in prepared]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise InputError(f"two data sets named {dupes[0]!r}: give each once")
+        frames = [f for p in prepared for f in p.frames]
+        jobs, outputs = [], {}
+        for spec in self.models:
+            ml = replace(self.umlip_maker, model=spec).make(frames)
+            ml.append_name(f" {spec} {self.label}")
+            jobs.append(ml)
+            for p in prepared:
+                cmp = self.compare(p, ml.output, [ml.uuid])
+                cmp.append_name(f" {p.key} {spec}")
+                jobs.append(cmp)
+                outputs[(p.key, spec)] = cmp.output
+        ordered = [outputs[(k, s)] for k in keys for s in self.models]
+        return Flow(jobs, output=ordered, name=self.name)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening.analysis.surfaces import (
@@ -38,6 +37,8 @@ from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
 from softening.makers.properties import (
     BULK,
+    DataComparisonFlowMaker,
+    PreparedData,
     PropertyFlowMaker,
     PropertySpec,
     default_record,
@@ -45,7 +46,6 @@ from softening.makers.properties import (
     relax_frames_job,
     relax_positions,
 )
-from softening.makers.umlip import UMLIPStaticMaker
 from softening.schemas import (
     CodeInfo,
     FrameResult,
@@ -295,44 +295,35 @@ def compare_surface_data(data, model) -> SurfaceDoc:
 
 
 @dataclass
-class SurfaceComparisonFlowMaker(Maker):
+class SurfaceComparisonFlowMaker(DataComparisonFlowMaker):
     """Surface energies of uMLIPs on existing DFT slabs (same slabs, same bulk frame).
 
-    Attributes
-    ----------
-    name
-        Flow name.
-    umlip_maker
-        Template of the uMLIP jobs (device, dtype, memory budget); one copy per model.
-    models
-        uMLIP specs.
+    The loop is :class:`~softening.makers.properties.DataComparisonFlowMaker`'s: every frame of
+    every material in one job per model, one comparison per material and model.
     """
 
     name: str = "surface comparison"
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
 
-    def make(self, datasets: Sequence) -> Flow:
-        """The flow over ``datasets`` (from :func:`read_surface_data`); output: one
-        :class:`SurfaceDoc` per material and model, materials first."""
-        inputs = {d.material: surface_inputs(d) for d in datasets}
-        # Every frame of every material in one job per model: the model loads once.
-        frames = [f for d in datasets for f in surface_frames(d, inputs[d.material])]
-        refs = {d.material: reference_results(d, inputs[d.material]) for d in datasets}
-        jobs, outputs = [], {}
-        for spec in self.models:
-            ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.append_name(f" {spec} surfaces")
-            jobs.append(ml)
-            for d in datasets:
-                cmp = surface_compare_job(
-                    inputs[d.material], refs[d.material], ml.output, parent_uuids=[ml.uuid]
+    label: ClassVar[str] = "surfaces"
+
+    def prepare(self, datasets: Sequence) -> list[PreparedData]:
+        """Each material's slabs, bulk frame and DFT energies (from :func:`read_surface_data`)."""
+        out = []
+        for d in datasets:
+            inputs = surface_inputs(d)
+            out.append(
+                PreparedData(
+                    key=d.material,
+                    frames=surface_frames(d, inputs),
+                    inputs=(inputs, reference_results(d, inputs)),
                 )
-                cmp.append_name(f" {d.material} {spec}")
-                jobs.append(cmp)
-                outputs[(d.material, spec)] = cmp.output
-        ordered = [outputs[(d.material, s)] for d in datasets for s in self.models]
-        return Flow(jobs, output=ordered, name=self.name)
+            )
+        return out
+
+    def compare(self, prepared: PreparedData, umlip: Any, parent_uuids: list[str]):
+        """:func:`surface_compare_job`."""
+        inputs, refs = prepared.inputs
+        return surface_compare_job(inputs, refs, umlip, parent_uuids=parent_uuids)
 
 
 def miller_indices(structure: Structure, max_index: int) -> list[tuple[int, int, int]]:

@@ -14,9 +14,9 @@ Outputs are :class:`~softening.schemas.PropertyDoc` subclasses, stored as job ou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jobflow import Flow, JobStore, Maker
 from pymatgen.core import Structure
@@ -29,63 +29,55 @@ from softening.makers.phonons import (
     reference_frames,
     setup_from_data,
 )
-from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.properties import DataComparisonFlowMaker, PreparedData
 
 if TYPE_CHECKING:
     from softening.datasets.phonopy import PhonopyData
 
 
 @dataclass
-class PhononComparisonFlowMaker(Maker):
+class PhononComparisonFlowMaker(DataComparisonFlowMaker):
     """Compare uMLIP phonons with existing DFT phonons (same supercells, same displacements).
+
+    The loop is :class:`~softening.makers.properties.DataComparisonFlowMaker`'s: one batched uMLIP
+    job per model over every material's supercells, one comparison per material and model.
 
     Attributes
     ----------
-    name
-        Flow name.
-    umlip_maker
-        Template of the uMLIP jobs (device, dtype, memory budget); one copy per model.
-    models
-        uMLIP specs.
+    name, umlip_maker, models
+        As :class:`~softening.makers.properties.DataComparisonFlowMaker`.
     mesh, temperature, imaginary_tol
         As :class:`~softening.makers.phonons.PhononMaker`.
     """
 
     name: str = "phonon comparison"
-    umlip_maker: UMLIPStaticMaker = field(default_factory=UMLIPStaticMaker)
-    models: list[str] = field(default_factory=lambda: ["chgnet"])
     mesh: tuple[int, int, int] = DEFAULT_MESH
     temperature: float = 300.0
     imaginary_tol: float = DEFAULT_IMAGINARY_TOL
 
-    def make(self, datasets: Sequence[PhonopyData]) -> Flow:
-        """The flow over ``datasets`` (from :func:`~softening.datasets.phonopy.read_phonopy_folder`);
-        its output: one :class:`PhononDoc` per material and model, materials first."""
-        names = [d.material for d in datasets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise InputError(f"two folders named {dupes[0]!r}: give each material once")
-        setups = {d.material: setup_from_data(d) for d in datasets}
-        refs = {d.material: reference_frames(d) for d in datasets}
-        # All supercells of all materials in one job per model: the model is loaded once and
-        # evaluates them in memory-bounded batches.
-        frames = [f for d in datasets for f in phonon_frames(setups[d.material], d.material)]
-        jobs, outputs = [], {}
-        for spec in self.models:
-            ml = replace(self.umlip_maker, model=spec).make(frames)
-            ml.append_name(f" {spec} phonons")
-            jobs.append(ml)
-            for d in datasets:
-                cmp = phonon_compare_job(
-                    setups[d.material], refs[d.material], ml.output, d.material, list(self.mesh),
-                    self.temperature, self.imaginary_tol, sources=d.sources,
-                    parent_uuids=[ml.uuid],
-                )  # fmt: skip
-                cmp.append_name(f" {d.material} {spec}")
-                jobs.append(cmp)
-                outputs[(d.material, spec)] = cmp.output
-        ordered = [outputs[(d.material, s)] for d in datasets for s in self.models]
-        return Flow(jobs, output=ordered, name=self.name)
+    label: ClassVar[str] = "phonons"
+
+    def prepare(self, datasets: Sequence[PhonopyData]) -> list[PreparedData]:
+        """Each phonopy folder's set-up, supercells and DFT forces."""
+        out = []
+        for d in datasets:
+            setup = setup_from_data(d)
+            out.append(
+                PreparedData(
+                    key=d.material,
+                    frames=phonon_frames(setup, d.material),
+                    inputs=(setup, reference_frames(d), list(d.sources)),
+                )
+            )
+        return out
+
+    def compare(self, prepared: PreparedData, umlip: Any, parent_uuids: list[str]):
+        """:func:`~softening.makers.phonons.phonon_compare_job`."""
+        setup, refs, sources = prepared.inputs
+        return phonon_compare_job(
+            setup, refs, umlip, prepared.key, list(self.mesh), self.temperature,
+            self.imaginary_tol, sources=sources, parent_uuids=parent_uuids,
+        )  # fmt: skip
 
 
 @dataclass

@@ -5,31 +5,11 @@ input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import one_error_line, run_cli
 from vasp_emulator.neb import write_neb
-
-CLI = [sys.executable, "-c", "from softening.cli import app; app()"]
-
-
-def _cli(*args, timeout=900):
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-
-
-def _one_error_line(res, *words):
-    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr[-2000:]
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def _pdh():
@@ -95,11 +75,11 @@ def test_migration_bad_input(tmp_path):
     _pdh().to(filename=str(cif))
     base = ("properties", cif, "--property", "migration", "--reference", "emt", "--store",
             tmp_path / "db")  # fmt: skip
-    _one_error_line(_cli(*base), "needs --ion")
-    _one_error_line(_cli(*base, "--ion", "Li"), "holds no Li")
-    _one_error_line(_cli(*base, "--ion", "H", "--max-hop-distance", "1.0"),
+    one_error_line(run_cli(*base), "needs --ion")
+    one_error_line(run_cli(*base, "--ion", "Li"), "holds no Li")
+    one_error_line(run_cli(*base, "--ion", "H", "--max-hop-distance", "1.0"),
                     "no H hop shorter than 1 Å")  # fmt: skip
-    _one_error_line(_cli(*base, "--ion", "H", "--hop-mode", "sideways"), "--hop-mode sideways")
+    one_error_line(run_cli(*base, "--ion", "H", "--hop-mode", "sideways"), "--hop-mode sideways")
 
 
 def test_barriers_of_an_existing_vasp_neb(tmp_path):
@@ -113,7 +93,7 @@ def test_barriers_of_an_existing_vasp_neb(tmp_path):
     from softening.models import load_model
 
     neb = write_neb(tmp_path / "cu_hop")
-    res = _cli("barriers", neb, "--json", "--store", tmp_path / "db", "--out", tmp_path / "fig")
+    res = run_cli("barriers", neb, "--json", "--store", tmp_path / "db", "--out", tmp_path / "fig")
     assert res.returncode == 0, res.stderr[-3000:]
     entry = json.loads(res.stdout)["models"]["CHGNet-0.3.0"]
     (row,) = entry["migrations"]
@@ -141,7 +121,7 @@ def test_barriers_of_an_existing_vasp_neb(tmp_path):
     import shutil
 
     shutil.rmtree(neb / "02")
-    _one_error_line(_cli("barriers", neb, "--store", tmp_path / "db"), "image 02 is missing")
+    one_error_line(run_cli("barriers", neb, "--store", tmp_path / "db"), "image 02 is missing")
 
 
 @pytest.mark.slow  # ~1 min: GPAW single points on the images of a 7-atom cell

@@ -4,34 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import DATA, ROOT, needs
+from conftest import DATA, needs, one_error_line, run_cli
 
-CLI = [sys.executable, "-c", "from softening.cli import app; app()"]
 CUAGAU = DATA / "solid_solutions" / "Cu-Ag-Au"
-
-
-def _cli(*args, timeout=900):
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-
-
-def _one_error_line(res, *words):
-    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr[-2000:]
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 # ---- existing data against an independent computation ---------------------------------------------
@@ -80,7 +61,7 @@ def _independent_summary(folders, energies_ml):
 @pytest.mark.slow  # ~2 min: CHGNet on 1,079 cells twice (batched, and its own calculator)
 @needs(CUAGAU)
 def test_mixing_cu_ag_au_matches_plain_xml_and_chgnet_calculator(tmp_path):
-    res = _cli("mixing", CUAGAU, "--model", "chgnet", "--json", "--store", tmp_path / "db",
+    res = run_cli("mixing", CUAGAU, "--model", "chgnet", "--json", "--store", tmp_path / "db",
                "--out", tmp_path / "fig")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
@@ -123,8 +104,8 @@ def test_mixing_cu_ag_au_matches_plain_xml_and_chgnet_calculator(tmp_path):
 
 @needs(CUAGAU)
 def test_mixing_bad_end_members_and_missing_end_member(tmp_path):
-    res = _cli("mixing", CUAGAU, "--end-members", "CuAg,Au", "--store", tmp_path / "db")
-    _one_error_line(res, "cell '1-0-0' (Cu) is not a combination of the end members CuAg, Au")
+    res = run_cli("mixing", CUAGAU, "--end-members", "CuAg,Au", "--store", tmp_path / "db")
+    one_error_line(res, "cell '1-0-0' (Cu) is not a combination of the end members CuAg, Au")
     # A binary without its pure Au cell: no end member to measure against.
     sub = tmp_path / "Cu-Au"
     cu_au = [
@@ -135,8 +116,8 @@ def test_mixing_bad_end_members_and_missing_end_member(tmp_path):
     assert len(cu_au) >= 2
     for name in ("1-0-0", *cu_au[:2]):  # Cu, and two Cu-Au cells
         shutil.copytree(CUAGAU / name, sub / name)
-    res = _cli("mixing", sub, "--store", tmp_path / "db")
-    _one_error_line(res, "no cell is the end member Au alone")
+    res = run_cli("mixing", sub, "--store", tmp_path / "db")
+    one_error_line(res, "no cell is the end member Au alone")
     # Two cells with one name (an extended XYZ file): named, before any model runs.
     from ase.build import bulk
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -150,8 +131,8 @@ def test_mixing_bad_end_members_and_missing_end_member(tmp_path):
         frames.append(a)
     frames[2].info["name"] = "pure"
     write(tmp_path / "dup.extxyz", frames)
-    res = _cli("mixing", tmp_path / "dup.extxyz", "--store", tmp_path / "db")
-    _one_error_line(res, "pure")
+    res = run_cli("mixing", tmp_path / "dup.extxyz", "--store", tmp_path / "db")
+    one_error_line(res, "pure")
 
 
 # ---- computed orderings -----------------------------------------------------------------------------
@@ -174,7 +155,7 @@ def test_properties_mixing_emt_matches_plain_ase(tmp_path):
 
     cif = tmp_path / "Cu.cif"
     _cu_prim().to(filename=str(cif))
-    res = _cli("properties", cif, "--property", "mixing", "--substitute", "Cu:Au",
+    res = run_cli("properties", cif, "--property", "mixing", "--substitute", "Cu:Au",
                "--max-cells", "3", "--reference", "emt", "--json", "--store", tmp_path / "db",
                "--out", tmp_path / "fig")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -206,12 +187,12 @@ def test_properties_mixing_emt_matches_plain_ase(tmp_path):
     (doc,) = query_property_docs(tmp_path / "db", property="mixing")
     assert doc["values"]["system"] == system["system"] and doc["elements"] == ["Au", "Cu"]
 
-    missing = _cli("properties", cif, "--property", "mixing", "--reference", "emt",
+    missing = run_cli("properties", cif, "--property", "mixing", "--reference", "emt",
                    "--store", tmp_path / "db")  # fmt: skip
-    _one_error_line(missing, "--substitute")
-    absent = _cli("properties", cif, "--property", "mixing", "--substitute", "Mg:Ca",
+    one_error_line(missing, "--substitute")
+    absent = run_cli("properties", cif, "--property", "mixing", "--substitute", "Mg:Ca",
                   "--reference", "emt", "--model", "chgnet", "--store", tmp_path / "db")  # fmt: skip
-    _one_error_line(absent, "Mg is not in")
+    one_error_line(absent, "Mg is not in")
 
 
 def test_mixing_relaxed_with_each_method_emt(store):
@@ -250,7 +231,7 @@ def test_properties_mixing_gpaw_small(tmp_path):
     pytest.importorskip("gpaw")
     cif = tmp_path / "Cu.cif"
     _cu_prim().to(filename=str(cif))
-    res = _cli("properties", cif, "--property", "mixing", "--substitute", "Cu:Au",
+    res = run_cli("properties", cif, "--property", "mixing", "--substitute", "Cu:Au",
                "--max-cells", "2", "--reference", "gpaw", "--ecut", "300", "--kspacing", "0.6",
                "--json", "--store", tmp_path / "db")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -270,7 +251,7 @@ def test_run_finetune_then_mixing_of_raw_and_corrected_model(tmp_path):
     cif = tmp_path / "Cu8.cif"
     cu = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.61), ["Cu"], [[0, 0, 0]]) * (2, 1, 1)
     cu.to(filename=str(cif))
-    res = _cli(
+    res = run_cli(
         "run", cif, "--reference", "emt", "--steps", "40", "--stride", "2", "--frames", "4",
         "--strained", "1", "--finetune", "scale", "--property", "mixing", "--substitute",
         "Cu:Au", "--max-cells", "2", "--store", tmp_path / "db", "--out", tmp_path / "out",
@@ -287,15 +268,23 @@ def test_run_finetune_then_mixing_of_raw_and_corrected_model(tmp_path):
     store.connect()
     c = store.query_one({"output.@class": "VerificationDoc"})["output"]["correction"]["factor"]
     assert corrected["ratio"] == pytest.approx(c * raw["ratio"], rel=1e-4)
-    bad = _cli("run", cif, "--reference", "emt", "--steps", "40", "--stride", "2", "--frames",
+    bad = run_cli("run", cif, "--reference", "emt", "--steps", "40", "--stride", "2", "--frames",
                "4", "--strained", "1", "--property", "mixing", "--store", tmp_path / "db")  # fmt: skip
-    _one_error_line(bad, "--substitute")
+    one_error_line(bad, "--substitute")
 
 
 def test_registry_lists_mixing():
     from softening.makers.properties import get_property, property_names
 
-    assert property_names()[:5] == ["phonon", "surface", "vacancy", "barrier", "mixing"]
+    assert property_names()[:7] == [
+        "phonon",
+        "surface",
+        "vacancy",
+        "barrier",
+        "mixing",
+        "defect",
+        "migration",
+    ]
     spec = get_property("mixing")
     assert spec.json_key == "cells" and spec.records_key == "systems"
     assert re.search("formation energy", spec.axis)

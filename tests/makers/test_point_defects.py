@@ -4,31 +4,12 @@ pymatgen-analysis-defects + ASE, combinations, chemical potentials, bad input.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import one_error_line, run_cli
 
-CLI = [sys.executable, "-c", "from softening.cli import app; app()"]
 MU = {"Ni": -0.5, "Al": -0.3}  # eV/atom, given: the same on both sides
-
-
-def _cli(*args, timeout=900):
-    return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
-
-
-def _one_error_line(res, *words):
-    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr[-2000:]
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def _nial():
@@ -62,7 +43,7 @@ def _plain_emt(structure, sc):
 def test_defects_nial_emt_match_plain_pymatgen_and_ase(tmp_path):
     cif = tmp_path / "NiAl.cif"
     _nial().to(filename=str(cif))
-    res = _cli("properties", cif, "--property", "defect", "--reference", "emt", "--mu", "Ni=-0.5",
+    res = run_cli("properties", cif, "--property", "defect", "--reference", "emt", "--mu", "Ni=-0.5",
                "--mu", "Al=-0.3", "--json", "--store", tmp_path / "db", "--out", tmp_path / "fig")  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     entry = json.loads(res.stdout)["models"]["CHGNet-0.3.0"]
@@ -125,8 +106,8 @@ def test_defects_without_mu_give_combinations_only_and_elemental_mu(store):
         )
     assert set(v.chemical_potentials) == {"Ni", "Al"}
     assert v.chemical_potentials != v.chemical_potentials_ref  # the model's own
-    e_ni = rows_ni = {r.defect: r for r in v.rows}["v_Ni"]
-    assert rows_ni.e_ref is not None and e_ni.e is not None
+    v_ni = {r.defect: r for r in v.rows}["v_Ni"]
+    assert v_ni.e_ref is not None and v_ni.e is not None
     # Oxygen's ground state is a molecule: noted.
     _, cell, note = elemental_ground_state("O")
     assert not cell and "molecule" in note
@@ -141,15 +122,15 @@ def test_defect_bad_input(tmp_path):
 
     cif = tmp_path / "NiAl.cif"
     _nial().to(filename=str(cif))
-    res = _cli("properties", cif, "--property", "defect", "--reference", "emt", "--mu", "Ni=-0.5",
+    res = run_cli("properties", cif, "--property", "defect", "--reference", "emt", "--mu", "Ni=-0.5",
                "--store", tmp_path / "db")  # fmt: skip
-    _one_error_line(res, "no chemical potential for Al")
-    res = _cli("properties", cif, "--property", "defect", "--reference", "emt", "--mu", "Ni=abc",
+    one_error_line(res, "no chemical potential for Al")
+    res = run_cli("properties", cif, "--property", "defect", "--reference", "emt", "--mu", "Ni=abc",
                "--store", tmp_path / "db")  # fmt: skip
-    _one_error_line(res, "--mu Ni=abc")
+    one_error_line(res, "--mu Ni=abc")
     cu = tmp_path / "Cu.cif"
     AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.6)).to(filename=str(cu))
-    _one_error_line(_cli("properties", cu, "--property", "defect", "--reference", "emt",
+    one_error_line(run_cli("properties", cu, "--property", "defect", "--reference", "emt",
                          "--store", tmp_path / "db"), "use --property vacancy")  # fmt: skip
     with pytest.raises(InputError, match="over the limit of 10"):
         DefectMaker(max_atoms=10).make(_nial(), "NiAl")

@@ -144,5 +144,5 @@ def test_unknown_property_lists_registered_ones(registered):
     from softening.errors import InputError
     from softening.makers.properties import get_property
 
-    with pytest.raises(InputError, match="mixing, strain_energy"):
+    with pytest.raises(InputError, match="migration, strain_energy"):
         get_property("elastic")

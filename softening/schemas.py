@@ -933,3 +933,55 @@ class NEBResult(BaseModel):
     )
     wall_time: float | None = Field(None, description="Wall time of the NEB, s.")
     reused: bool = Field(False, description="True when taken from the store.")
+
+
+class LearningCurvePoint(BaseModel):
+    """One point of a learning curve: a correction fitted on K frames per material, measured on
+    the curve's common held-out frames."""
+
+    choice: str = Field(
+        description="How the training frames were chosen: highest-energy, largest-force, random "
+        "or diverse."
+    )
+    mode: str = Field(description="Correction mode: scale, head or full.")
+    k: int = Field(description="Training frames per material.")
+    repeat: int = Field(description="Repeat index (random choices; 0 for deterministic ones).")
+    seed: int = Field(description="Seed of the frame choice and the training.")
+    train_frames: list[str] = Field(description="Frames trained on, 'material/frame'.")
+    factor: float | None = Field(None, description="Scale mode: correction factor c (unitless).")
+    scale: float = Field(description="Held-out force scale after the correction (unitless).")
+    mae: float = Field(description="Held-out force MAE after the correction, eV/Å.")
+    cmae: float = Field(description="Held-out scale-corrected force MAE after, eV/Å.")
+    energy_mae: float | None = Field(
+        None, description="Held-out offset-free energy MAE after, eV/atom (None: no energies)."
+    )
+    model_path: str | None = Field(
+        None, description="Head/full: the fine-tuned model's folder (None for scale)."
+    )
+    wall_time: float | None = Field(None, description="Wall time of the point, s.")
+
+
+class LearningCurveDoc(BaseModel):
+    """A learning curve of one uMLIP: points, their statistics over repeats, the held-out set."""
+
+    model: str = Field(description="The uMLIP's name.")
+    model_spec: str = Field(description="The spec it was loaded from (name or weights path).")
+    points: list[LearningCurvePoint] = Field(description="Every point, in the order run.")
+    curves: list[dict[str, Any]] = Field(
+        description="Per (choice, mode, k): n_repeats and {scale,mae,cmae,energy_mae}_{mean,std} "
+        "(scale unitless, MAE eV/Å, energy MAE eV/atom)."
+    )
+    held_out: list[str] = Field(
+        description="The held-out frames, 'material/frame': identical for every point, disjoint "
+        "from every point's training frames."
+    )
+    held_out_materials: list[str] = Field(description="Materials with held-out frames.")
+    before: dict[str, float | None] = Field(
+        description="Held-out figures of the uncorrected model: scale (unitless), mae and cmae "
+        "(eV/Å), energy_mae (eV/atom)."
+    )
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="Materials left out, with why (e.g. too few frames for the largest K).",
+    )
+    wall_time: float | None = Field(None, description="Wall time of the whole curve, s.")

@@ -816,6 +816,7 @@ VACANCY = register_property(
 BARRIER = register_property(
     PropertySpec(
         name="barrier",
+        item_key=lambda d: d["values"]["path"],
         doc_class=BarrierDoc,
         make_maker=_barrier_maker,
         pairs=lambda doc: [(doc.values.barrier_ref, doc.values.barrier)],

@@ -377,6 +377,7 @@ def _migration_maker(reference_maker: Any, models: list[str], options: Any) -> M
 SPEC = register_property(
     PropertySpec(
         name="migration",
+        item_key=lambda d: d["values"]["path"],
         doc_class=MigrationDoc,
         make_maker=_migration_maker,
         pairs=lambda doc: [(doc.values.barrier_ref, doc.values.barrier)],

@@ -54,6 +54,7 @@ __all__ = [
     "property_names",
     "property_specs",
     "register_property",
+    "result_key",
 ]
 
 #: Frame id of the perfect bulk cell a property compares against (surfaces, vacancies): relaxations
@@ -126,6 +127,9 @@ class PropertySpec:
         Whether ``--relax`` applies.
     description
         One line for ``--help``.
+    item_key
+        ``item_key(stored document dict) -> str`` where one material and model may hold several
+        results (a host's hops): what tells them apart, so that the newest of each is kept.
     """
 
     name: str
@@ -148,6 +152,7 @@ class PropertySpec:
     parity_figure: bool = True
     relaxable: bool = True
     description: str = ""
+    item_key: Callable[[dict[str, Any]], str] | None = None
 
     def validate(self, document: Any) -> PropertyDoc:
         """A stored document (dict, ``@`` keys allowed) as this property's document class."""
@@ -208,6 +213,15 @@ def property_specs() -> list[PropertySpec]:
 def property_names() -> list[str]:
     """The names of every registered property."""
     return [s.name for s in property_specs()]
+
+
+def result_key(document: Mapping[str, Any]) -> tuple:
+    """What makes a stored property document one result: property, material, model, and the
+    property's ``item_key`` where it has one (the newest document of each key is the result)."""
+    _load_builtins()
+    spec = _REGISTRY.get(document["property"])
+    item = spec.item_key(document) if spec is not None and spec.item_key is not None else None
+    return (document["property"], document["material_id"], document["model"]["name"], item)
 
 
 def get_property(name: str) -> PropertySpec:

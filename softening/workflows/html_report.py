@@ -478,7 +478,7 @@ def _property_docs(job_store: JobStore, where: ResultFilter) -> list[Any]:
     the PNG report's property plots."""
     from pydantic import ValidationError
 
-    from softening.makers.properties import get_property, property_names
+    from softening.makers.properties import get_property, property_names, result_key
     from softening.workflows.properties import query_property_docs
 
     known = set(property_names())
@@ -488,7 +488,7 @@ def _property_docs(job_store: JobStore, where: ResultFilter) -> list[Any]:
     )
     for d in docs:  # newest first
         if d["property"] in known:
-            latest.setdefault((d["property"], d["material_id"], d["model"]["name"]), d)
+            latest.setdefault(result_key(d), d)
     out = []
     for d in latest.values():
         clean = {k: (None if _is_blob_ref(v) else v) for k, v in d.items()}

@@ -197,7 +197,7 @@ def property_report(
         ``{"property_plots": {property: PNG path}, "property_results": count}``.
     """
     from softening.analysis.plots import property_parity_plot
-    from softening.makers.properties import get_property, property_names
+    from softening.makers.properties import get_property, property_names, result_key
 
     known = set(property_names())
     docs = [
@@ -207,9 +207,9 @@ def property_report(
     ]
     latest: dict[tuple, dict[str, Any]] = {}
     for d in docs:  # newest first
-        latest.setdefault((d["property"], d["material_id"], d["model"]["name"]), d)
+        latest.setdefault(result_key(d), d)
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
-    for (prop, _, name), d in latest.items():
+    for (prop, _, name, _), d in latest.items():
         ref, ml = series.setdefault(prop, {}).setdefault(name, ([], []))
         for x, y in get_property(prop).pairs(get_property(prop).validate(d)):
             ref.append(x)

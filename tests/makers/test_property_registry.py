@@ -146,3 +146,15 @@ def test_unknown_property_lists_registered_ones(registered):
 
     with pytest.raises(InputError, match="migration, strain_energy"):
         get_property("elastic")
+
+
+def test_result_key_tells_a_hosts_hops_apart():
+    """The newest document per result: a host's hops are several results, slabs are one."""
+    from softening.makers.properties import result_key
+
+    def doc(prop, path):
+        return {"property": prop, "material_id": "LiFePO4", "model": {"name": "M"},
+                "values": {"path": path}}  # fmt: skip
+
+    assert result_key(doc("migration", "Li hop 0")) != result_key(doc("migration", "Li hop 1"))
+    assert result_key(doc("surface", "a")) == result_key(doc("surface", "b"))

@@ -115,6 +115,14 @@ class Backend(ABC):
         in the form :meth:`load` reads; returns the weights' name inside ``folder``."""
         raise ModelError(f"no saving for model family {self.family!r}")
 
+    def features(self, model: LoadedModel, structures: list[Structure]) -> np.ndarray:
+        """The model's own structure-level features of ``structures``, (n_structures, n_features):
+        what ``--choice diverse`` clusters (DIRECT-style frame selection)."""
+        raise ModelError(
+            f"no structure features for model family {self.family!r}: --choice diverse needs "
+            "them (CHGNet has them)"
+        )
+
 
 @dataclass
 class LoadedModel:

@@ -111,6 +111,18 @@ class ChgnetBackend(Backend):
         save_chgnet(model.model if trained is None else trained, folder / WEIGHTS)
         return WEIGHTS
 
+    def features(self, model: LoadedModel, structures: list) -> np.ndarray:
+        # CHGNet's crystal features: the pooled atom features its energy head reads.
+        import torch
+
+        with quiet(), torch.no_grad():
+            preds = model.model.predict_structure(
+                list(structures), task="e", return_crystal_feas=True, batch_size=16
+            )
+        if isinstance(preds, dict):
+            preds = [preds]
+        return np.stack([np.asarray(p["crystal_fea"], dtype=float).ravel() for p in preds])
+
 
 BACKEND = ChgnetBackend()
 

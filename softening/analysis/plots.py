@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "energy_profile_plot",
     "formation_energy_plot",
+    "learning_curve_plot",
     "frequency_parity_plot",
     "mae_vs_cmae_plot",
     "parity_plot",
@@ -574,4 +575,72 @@ def formation_energy_plot(
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+# ---- learning curves ------------------------------------------------------------------------------
+
+
+def learning_curve_plot(
+    curves: Sequence[Mapping[str, Any]],
+    before: Mapping[str, float | None],
+    path: str | Path | None = None,
+    title: str | None = None,
+) -> Path:
+    """Held-out scale and force MAE against the frames trained on per material (log axis).
+
+    One line per (choice, mode) with a band of one standard deviation over repeats; the
+    uncorrected model is a horizontal dashed line.
+
+    Parameters
+    ----------
+    curves
+        Rows of :func:`~softening.analysis.learning_curve.curve_statistics` (``choice``, ``mode``,
+        ``k``, ``scale_mean``, ``scale_std``, ``mae_mean``, ``mae_std``; MAE in eV/Å).
+    before
+        Held-out ``scale`` and ``mae`` of the uncorrected model.
+    path
+        PNG file to write (parent folders are created).
+    title
+        Figure title (e.g. the model's name).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    if not curves:
+        raise ValueError("no curve to plot")
+    if path is None:
+        raise ValueError("path is required")
+    lines: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in curves:
+        lines.setdefault((row["choice"], row["mode"]), []).append(row)
+    fig = _new_figure((9.0, 4.0))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in zip(
+        axes, ("scale", "mae"), ("held-out scale", "held-out force MAE (eV/Å)"), strict=True
+    ):
+        for i, ((choice, mode), rows) in enumerate(sorted(lines.items())):
+            rows = sorted(rows, key=lambda r: r["k"])
+            k = np.array([r["k"] for r in rows], dtype=float)
+            mean = np.array([r[f"{key}_mean"] for r in rows], dtype=float)
+            std = np.array([r[f"{key}_std"] or 0.0 for r in rows], dtype=float)
+            color = f"C{i % 10}"
+            ax.plot(k, mean, marker="o", color=color, label=f"{choice} ({mode})")
+            ax.fill_between(k, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+        if before.get(key) is not None:
+            ax.axhline(before[key], color="black", ls="--", lw=1.0, label="uncorrected")
+        if key == "scale":
+            ax.axhline(1.0, color="grey", ls=":", lw=1.0)
+        ax.set_xscale("log", base=2)
+        # Plain K labels (1, 2, 4...) rather than powers of two.
+        ks = sorted({int(r["k"]) for r in curves})
+        ax.set_xticks(ks, labels=[str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("training frames per material, K")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

@@ -80,7 +80,7 @@ def _main(
 
 # Top-level commands (`softening run`), grouped in --help.
 for _panel, _commands in (
-    ("Workflow", (workflow.run, workflow.evaluate, workflow.finetune)),
+    ("Workflow", (workflow.run, workflow.evaluate, workflow.finetune, workflow.learning_curve)),
     ("Results", (results.query, results.build, results.report)),
     ("Cluster", (cluster.submit, cluster.status, cluster.rerun)),
     (

@@ -194,3 +194,32 @@ MuOpt = Annotated[
         "[default: none: composition-conserving combinations only]",
     ),
 ]
+
+# ---- learning curves (`learning-curve`) -------------------------------------------------------------
+CurveModeOpt = Annotated[
+    str, typer.Option(help="scale (closed form, one evaluation), head (readout only) or full.")
+]
+CurveTrainFramesOpt = Annotated[
+    str,
+    typer.Option(
+        "--train-frames", help="The curve's K: frames per material of each point, e.g. 1,2,4,8."
+    ),
+]
+RepeatsOpt = Annotated[
+    int, typer.Option("--repeats", help="Repeats (seeds) of the random choice; others run once.")
+]
+ChoiceOpt = Annotated[
+    str,
+    typer.Option(
+        "--choice",
+        help="Frame choices, comma-separated: highest-energy, largest-force, random, diverse "
+        "(DIRECT: PCA + BIRCH on the model's structure features).",
+    ),
+]
+SelectOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Keep frames whose material, formula, group or description contains "
+        "this text; repeat to require several (e.g. --select AIMD --select '843 K')."
+    ),
+]

@@ -21,6 +21,9 @@ from softening.cli.display import (
     warn,
 )
 from softening.cli.options import (
+    ChoiceOpt,
+    CurveModeOpt,
+    CurveTrainFramesOpt,
     DatasetsArg,
     EcutOpt,
     FramesOpt,
@@ -32,7 +35,9 @@ from softening.cli.options import (
     ModelOpt,
     MuOpt,
     ReferenceOpt,
+    RepeatsOpt,
     SeedOpt,
+    SelectOpt,
     StepsOpt,
     StoreOpt,
     StrainedOpt,
@@ -241,3 +246,64 @@ def finetune(
     out_console.print(f"corrected model: {c.model.path} (use it with --model {c.model.path})")
     for w in doc.warnings:
         warn(w)
+
+
+def learning_curve(
+    datasets: DatasetsArg,
+    model: ModelOpt = None,
+    mode: CurveModeOpt = "scale",
+    train_frames: CurveTrainFramesOpt = "1,2,4,8",
+    repeats: RepeatsOpt = 3,
+    choice: ChoiceOpt = "highest-energy,largest-force,random",
+    select: SelectOpt = None,
+    method: Annotated[str, typer.Option(help="Scale mode: lstsq or inverse-scale.")] = "lstsq",
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (head/full).")] = 100,
+    store: StoreOpt = None,
+    seed: SeedOpt = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the figure and learning-curve.json.")
+    ] = None,
+    as_json: JsonOpt = False,
+    strict: StrictOpt = False,
+    trust_model_file: TrustModelOpt = False,
+    workers: WorkersOpt = None,
+) -> None:
+    """Held-out scale and MAE against the frames corrected on, per frame choice: which to label."""
+    from softening.workflows.learning_curve import LearningCurveOptions, learning_curve_summary
+
+    setup_logging(quiet=as_json)
+    trust_model_files(trust_model_file)
+    options = LearningCurveOptions.from_options(locals())
+    if mode == "scale":
+        # Closed form on one evaluation: no store, no jobs.
+        with progress("learning curve") as advance:
+            docs = options.run(datasets, store=store, progress=advance)
+    else:
+        from softening.stores import get_job_store
+
+        # A fine-tune per point: each a job, resumed from the store, side by side with --workers.
+        flow = options.build(datasets, store=store)
+        docs, failures = run_flow(flow, get_job_store(store), workers)
+        if failures or not docs:
+            raise SofteningError("learning curve failed: " + "; ".join(failures))
+    result = learning_curve_summary(docs, out)
+    if as_json:
+        print_json(result)
+        return
+    for doc in docs:
+        b = doc.before
+        out_console.print(
+            f"[bold]{doc.model}[/]: {len(doc.held_out)} held-out frames "
+            f"({', '.join(doc.held_out_materials)}); uncorrected scale {b['scale']:.3f}, "
+            f"MAE {b['mae']:.3f} eV/Å"
+        )
+        for c in doc.curves:
+            out_console.print(
+                f"  {c['choice']:>15} {c['mode']:>5} K={c['k']:<3} scale {c['scale_mean']:.3f}"
+                f" ± {c['scale_std']:.3f}, MAE {c['mae_mean']:.3f} ± {c['mae_std']:.3f} eV/Å"
+                f" ({c['n_repeats']} run(s))"
+            )
+        for s in doc.skipped:
+            warn(s)
+    if out is not None:
+        console.print(f"figures and learning-curve.json in {out}")

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from jobflow import Flow, Maker
@@ -305,11 +305,7 @@ class VacancyMaker(PropertyFlowMaker):
             structure, material_id, self.min_image_distance, self.supercell_matrix, self.symprec
         )
 
-    def compare(self, inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids):
-        """:func:`vacancy_compare_job`."""
-        return vacancy_compare_job(
-            inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids
-        )
+    compare_job: ClassVar[Any] = vacancy_compare_job
 
 
 # ---- migration barriers ----------------------------------------------------------------------------

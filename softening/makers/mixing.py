@@ -523,11 +523,7 @@ class MixingMaker(PropertyFlowMaker):
         ]
         return inputs, frames
 
-    def compare(self, inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids):
-        """:func:`mixing_compare_job` (on the relaxed results with ``relax``)."""
-        return mixing_compare_job(
-            inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids
-        )
+    compare_job: ClassVar[Any] = mixing_compare_job
 
 
 # ---- the registry entry ------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from jobflow import Job, job
@@ -524,11 +524,7 @@ class DefectMaker(PropertyFlowMaker):
         inputs["mu_outputs"] = [j.output for j in jobs]
         return jobs
 
-    def compare(self, inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids):
-        """:func:`defect_compare_job`."""
-        return defect_compare_job(
-            inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids
-        )
+    compare_job: ClassVar[Any] = defect_compare_job
 
 
 # ---- the registry entry ------------------------------------------------------------------------

@@ -375,6 +375,10 @@ class PropertyFlowMaker(Maker):
         elemental references); they may put their outputs (references) into ``inputs``."""
         return []
 
+    #: The comparison job: called as ``compare_job(inputs, references, umlip,
+    #: relaxed_references, relaxed_umlip, parent_uuids)`` unless :meth:`compare` is overridden.
+    compare_job: ClassVar[Callable[..., Job] | None] = None
+
     def compare(
         self,
         inputs: Any,
@@ -385,7 +389,12 @@ class PropertyFlowMaker(Maker):
         parent_uuids: list[str],
     ) -> Job:
         """The comparison job of one model (its output: the property's document)."""
-        raise NotImplementedError
+        job_function = type(self).compare_job
+        if job_function is None:
+            raise NotImplementedError(f"{type(self).__name__} gives no compare_job")
+        return job_function(
+            inputs, references, umlip, relaxed_references, relaxed_umlip, parent_uuids
+        )
 
     def make(self, structure: Structure, material_id: str | None = None) -> Flow:
         """The flow for ``structure``; output: one document per model."""

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from softening.errors import SofteningError
+from softening.errors import InputError, SofteningError
 from softening.settings import get_settings, redact
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -181,11 +181,12 @@ def _run_one(
         took = time.monotonic() - start
         if took > 2:
             detail = f"{detail} ({took:.0f} s)"
-        return Check(name, "ok", detail, "", needed)
+        return Check(name, "ok", redact(detail), "", needed)
+    # Every detail goes through redact(): a store or LaunchPad named in it may carry a password.
     if isinstance(exc, _Skip):
-        return Check(name, "skip", exc.detail, exc.fix, needed)
+        return Check(name, "skip", redact(exc.detail), exc.fix, needed)
     if isinstance(exc, _Problem):
-        return Check(name, bad, exc.detail, exc.fix, needed)
+        return Check(name, bad, redact(exc.detail), exc.fix, needed)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return Check(name, bad, redact(text), "", needed)
 
@@ -504,7 +505,11 @@ def check_store_integrity(store: str | None = None) -> Callable[[], str]:
         from softening.stores.factory import resolve_store_spec, store_kind
 
         spec = resolve_store_spec(store)
-        if store_kind(spec) != "embedded":
+        try:
+            kind = store_kind(spec)
+        except InputError:
+            raise _Skip("no usable store spec (see the store check)") from None
+        if kind != "embedded":
             raise _Skip("MongoDB keeps its own consistency; only embedded stores are checked")
         path = Path(spec).expanduser()
         if not path.is_dir():
@@ -547,17 +552,14 @@ def _is_sqlite(path: Path) -> bool:
 
 def sqlite_integrity(path: str | Path) -> str:
     """``ok``, or what sqlite's ``PRAGMA integrity_check`` found wrong in ``path`` (one line)."""
-    uri = f"file:{Path(path).resolve()}?mode=ro"
+    from softening.stores.sqlite import file_integrity
+
     try:
-        con = sqlite3.connect(uri, uri=True, timeout=5)
-        try:
-            rows = con.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            con.close()
+        # Read-only, also on a read-only mount (where a WAL file cannot get its -shm file).
+        lines = file_integrity(Path(path).resolve(), timeout=5)
     except sqlite3.DatabaseError as exc:
         return str(exc)
-    lines = [str(r[0]) for r in rows]
-    return "ok" if lines == ["ok"] else "; ".join(lines[:3])
+    return "; ".join(lines[:3]) if lines else "ok"
 
 
 def check_launchpad(path: str | None = None) -> Callable[[], str]:
@@ -696,7 +698,10 @@ def run_checks(
         models = list(dict.fromkeys([settings.md_model, *settings.models]))
     from softening.stores.factory import resolve_store_spec, store_kind
 
-    store_is_mongo = store_kind(resolve_store_spec(store)) == "mongodb"
+    try:
+        store_is_mongo = store_kind(resolve_store_spec(store)) == "mongodb"
+    except InputError:
+        store_is_mongo = False  # an unusable spec: the store check reports it, as one line
     lp_named = launchpad is not None or settings.launchpad is not None
     qa_named = qadapter is not None or settings.qadapter is not None
     mongo_wait = settings.mongo_timeout + 2

@@ -58,7 +58,30 @@ class _YamlSource(PydanticBaseSettingsSource):
                 f"settings file {redact(str(path))} must hold a mapping, not {type(data).__name__}"
             )
         # Accept both `store: x` and `SOFTENING_STORE: x` spellings.
-        return {k.lower().removeprefix("softening_"): v for k, v in data.items()}
+        settings = {}
+        for key, value in data.items():
+            name = str(key).lower().removeprefix("softening_")
+            _check_known(name, key, path)
+            settings[name] = value
+        return settings
+
+
+def _check_known(name: str, key: Any, path: Path) -> None:
+    """Refuse a settings-file key that is no setting (a typo would otherwise be ignored).
+
+    Raises
+    ------
+    SettingsError
+        Naming the key and the file, and the nearest setting when one is close.
+    """
+    import difflib
+
+    known = list(SofteningSettings.model_fields)
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "settings: " + ", ".join(known)
+    raise SettingsError(f"unknown setting {redact(str(key))!r} in {redact(str(path))}; {hint}")
 
 
 class SofteningSettings(BaseSettings):
@@ -89,7 +112,9 @@ class SofteningSettings(BaseSettings):
         description="MongoDB user; also applied to a URI store whose URI holds no credentials.",
     )
     mongo_password: SecretStr | None = Field(
-        None, description="MongoDB password (never printed; set SOFTENING_MONGO_PASSWORD)."
+        None,
+        description="MongoDB password (never printed; set SOFTENING_MONGO_PASSWORD); also applied "
+        "to a URI store whose URI names a user without password.",
     )
     mongo_auth_source: str | None = Field(
         None, description="Database the MongoDB user is defined in (default: mongo_database)."
@@ -129,6 +154,19 @@ class SofteningSettings(BaseSettings):
         description="Load whole pickled model files (e.g. MACE .model) whose SHA-256 is neither a "
         "known published model's nor one softening wrote; loading such a file runs code from it.",
     )
+    max_model_gb: float = Field(
+        4.0,
+        gt=0,
+        description="Largest unpacked size of a model file, GB (the largest published uMLIP "
+        "checkpoints of the supported families are well under 1 GB): a file over it, e.g. a zip "
+        "bomb, is refused before it is read.",
+    )
+    max_supercell_atoms: int = Field(
+        2000,
+        ge=1,
+        description="Largest phonon supercell, atoms: a bigger one (e.g. --supercell '20 20 20' "
+        "of a small cell) is refused before phonopy's symmetry search, which takes minutes there.",
+    )
     md_model: str = Field("chgnet", description="uMLIP that drives the MD sampling.")
     models: list[str] = Field(
         default_factory=lambda: ["chgnet"], description="uMLIPs evaluated against the reference."
@@ -165,6 +203,10 @@ class SofteningSettings(BaseSettings):
 # scheme://user:password@host... -> the userinfo, up to the last "@" before the host (an unescaped
 # "@" in a password then still ends up hidden).
 _URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>[^\s'\"<>]+)")
+# user:password@ outside a `scheme://` URI (`mongodb:/alice:pw@host`, `alice:pw@host`): one token
+# whose part before its last "@" holds a ":".
+_CREDENTIALS = re.compile(r"[^\s'\"<>@]*:[^\s'\"<>]*@[^\s'\"<>@]*")
+_SCHEME_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:/*")
 # Query options that carry secrets (e.g. ?password=..., authMechanismProperties=AWS_SESSION_TOKEN:..).
 _SECRET_OPTION = re.compile(
     r"(?i)([?&;](?:password|pwd|secret|token|authmechanismproperties|tlscertificatekeyfilepassword)=)"
@@ -198,7 +240,22 @@ def redact(text: str) -> str:
             rest = f"{user}:***@{host}" if ":" in userinfo else f"{userinfo}@{host}"
         return m.group("scheme") + _SECRET_OPTION.sub(r"\1***", rest)
 
-    return _URI.sub(_one, str(text))
+    return _CREDENTIALS.sub(_hide_password, _URI.sub(_one, str(text)))
+
+
+def _hide_password(m: re.Match) -> str:
+    """``[scheme:[/...]]user:password@host`` without ``://`` (a malformed URI) -> ``user:***@``."""
+    token = m.group(0)
+    userinfo, host = token.rsplit("@", 1)
+    scheme = _SCHEME_PREFIX.match(userinfo)
+    prefix = ""
+    # `mongodb:/alice:pw@` and `mongodb:alice:pw@`: the scheme is no part of the userinfo; in
+    # `alice:pw@` the first word is the user, not a scheme.
+    if scheme and (":" in userinfo[scheme.end() :] or scheme.group(0).endswith("/")):
+        prefix, userinfo = userinfo[: scheme.end()], userinfo[scheme.end() :]
+    if ":" not in userinfo:
+        return token
+    return f"{prefix}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
@@ -316,16 +373,125 @@ def resolve_store_spec(store: str | Path | None = None) -> str:
 
 
 def store_kind(spec: str | Path) -> StoreKind:
-    """Which kind of store a spec names: ``embedded`` (folder), ``mongodb`` or ``config`` (file)."""
+    """Which kind of store a spec names: ``embedded`` (folder), ``mongodb`` or ``config`` (file).
+
+    Raises
+    ------
+    InputError
+        For a spec that looks like a URI but is not a ``mongodb://`` / ``mongodb+srv://`` one
+        (``mongodb:/host``, ``ftp://...``, ``user:password@host``): it is never taken as a folder
+        name, so that no folder named after it (password included) is created; and for a folder
+        that is, after following links, the file system's root or a system folder
+        (:func:`check_store_folder`). Messages show passwords as ``***``.
+    """
     text = str(spec).strip()
-    if text.startswith(URI_SCHEMES) or text == "mongodb":
+    if text == "mongodb" or text.startswith(URI_SCHEMES):
         return "mongodb"
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise InputError(
-            f"store {redact(text)!r}: unknown scheme {scheme!r}; give a folder, a mongodb:// or "
-            "mongodb+srv:// URI, or a .yaml store config"
-        )
+    _refuse_uri_like(text)
     if Path(text).suffix.lower() in CONFIG_SUFFIXES:
         return "config"
+    check_store_folder(text)
     return "embedded"
+
+
+# `word:` at the start (a one-letter word is a Windows drive), or `user:password@` anywhere.
+_URI_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]+):")
+_USERINFO = re.compile(r"[^/\\\s@:]+:[^\s@]*@")
+# `mongodb//me@host/db`, `mongodb/me@host`: a MongoDB URI with its colon missing.
+_MONGO_TYPO = re.compile(r"(?i)^mongodb(\+srv)?[:/].*@")
+
+
+def _refuse_uri_like(text: str) -> None:
+    """Raise :class:`InputError` when ``text`` looks like a URI (of any scheme but mongodb's)."""
+    uri = _URI_LIKE.match(text)
+    mongo_typo = _MONGO_TYPO.match(text)
+    if not uri and not mongo_typo and not _USERINFO.search(text):
+        return
+    shown = redact(text)
+    scheme = uri.group("scheme").lower() if uri else ""
+    if scheme in ("mongodb", "mongodb+srv") or mongo_typo:
+        raise InputError(
+            f"store {shown!r} is not a valid MongoDB URI: write "
+            "mongodb://[user@]host[:port]/database or mongodb+srv://[user@]host/database (keep "
+            "the password in SOFTENING_MONGO_PASSWORD)"
+        )
+    if "://" in text:
+        raise InputError(
+            f"store {shown!r}: unknown scheme {scheme or text.split('://', 1)[0]!r}; give a "
+            "folder, a mongodb:// or mongodb+srv:// URI, or a .yaml store config"
+        )
+    credentials = bool(_USERINFO.search(text))
+    what = "a URI (user:password@host)" if credentials else f"a URI (scheme {scheme!r})"
+    hint = "" if credentials else f" (./{shown} for a folder of that name)"
+    raise InputError(
+        f"store {shown!r} looks like {what}, not a folder: give a folder{hint}, a mongodb:// or "
+        "mongodb+srv:// URI, or a .yaml store config"
+    )
+
+
+#: Folders that are never a store, with everything inside them (after following links).
+SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sbin",
+    "/sys", "/usr", "/var", "/System", "/private/etc", "/private/var",
+)  # fmt: skip
+#: Scratch space inside :data:`SYSTEM_TREES` where a store is fine (and the temporary folder).
+SCRATCH_TREES = ("/dev/shm", "/var/tmp", "/var/folders", "/private/var/tmp", "/private/var/folders")
+#: Folders that are never a store themselves (their subfolders are fine), besides the home folder.
+SYSTEM_FOLDERS = ("/home", "/root", "/Users")
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return None
+
+
+def check_store_folder(folder: str | Path) -> Path:
+    """The resolved store folder, or :class:`InputError` when it is a system folder.
+
+    A store folder gets ``softening.sqlite`` (and its journal files, ``models/``, lock files):
+    after following links it must not be the file system's root, a folder of
+    :data:`SYSTEM_TREES` or anything inside one (except :data:`SCRATCH_TREES` and the temporary
+    folder), nor one of :data:`SYSTEM_FOLDERS` or the user's home folder itself.
+
+    Parameters
+    ----------
+    folder
+        The store folder as given (``~`` is expanded, links followed; it need not exist).
+
+    Returns
+    -------
+    Path
+        The folder, absolute, links resolved.
+    """
+    import tempfile
+
+    path = Path(folder).expanduser().resolve()
+
+    def inside(tree: str | Path) -> bool:
+        return path == Path(tree) or Path(tree) in path.parents
+
+    problem = None
+    if path == Path(path.anchor):
+        problem = f"the root folder {path}"
+    elif os.name == "posix":
+        tree = next((t for t in SYSTEM_TREES if inside(t)), None)
+        scratch = [*SCRATCH_TREES, Path(tempfile.gettempdir()).resolve()]
+        # Scratch space counts only strictly inside the system folder (a TMPDIR=/var allows nothing).
+        if tree is not None and not any(
+            inside(t) and Path(tree) in Path(t).parents for t in scratch
+        ):
+            problem = (
+                f"the system folder {tree}"
+                if path == Path(tree)
+                else f"in the system folder {tree}"
+            )
+        elif str(path) in SYSTEM_FOLDERS or path == _home():
+            problem = f"the folder {path} itself"
+    if problem is None:
+        return path
+    raise InputError(
+        f"store {redact(str(folder))!r} is {problem} (links followed), where the store's files "
+        "would go among the system's: give a folder of its own (e.g. ./softening-db)"
+    )

@@ -31,8 +31,10 @@ LAYERS = {
     "schemas": 1,
     "naming": 1,
     "mp_rules": 1,
+    "processes": 1,  # worker processes that end with their parent (hpc's jobs, models' graphs)
     "softening": 1,  # the package root: __version__
     "errors": 0,
+    "jsonio": 0,  # the strict JSON encoder every JSON writer uses (imports nothing of the package)
 }
 
 #: Imports between parts of the same layer that are allowed (models wrap structures as datasets

@@ -27,6 +27,8 @@ __all__ = [
     "SofteningMetrics",
     "bootstrap_scale_ci",
     "corrected_force_mae",
+    "correlation",
+    "force_outliers",
     "energy_mae_per_atom",
     "force_mae",
     "linear_correction_factor",
@@ -35,6 +37,16 @@ __all__ = [
     "scale_with_intercept",
     "softening_metrics",
 ]
+
+#: Reference forces all below this (eV/Å, under the precision DFT codes print) carry no slope: a
+#: 1-atom cell, or atoms on sites fixed by symmetry.
+ZERO_FORCE = 1e-6
+
+#: A force component is an outlier when its magnitude exceeds OUTLIER_FORCE (eV/Å) and
+#: OUTLIER_SIGMAS robust standard deviations (1.4826 x the median absolute deviation) of the
+#: components of its side: a few such components decide a least-squares slope through the origin.
+OUTLIER_FORCE = 50.0
+OUTLIER_SIGMAS = 30.0
 
 # Bootstrap resamples are drawn in chunks so that the index matrix stays below this many entries
 # (about 16 MB of int64), whatever the number of atoms.
@@ -413,9 +425,62 @@ def energy_mae_per_atom(
 # Bootstrap
 # --------------------------------------------------------------------------------------------------
 def is_uncorrelated(scale_ci: Sequence[float]) -> bool:
-    """Whether a ``scale`` CI ``[low, high]`` reaches 0: the uMLIP's forces do not follow the
-    reference's, and cMAE = MAE(f_ml / scale) divides by almost nothing."""
+    """Whether a ``scale`` CI ``[low, high]`` reaches 0 or lies below it: the uMLIP's forces do
+    not follow the reference's (or point against them), and cMAE = MAE(f_ml / scale) is not
+    meaningful. See :func:`correlation` for which of the two."""
     return scale_ci[0] <= 0.0
+
+
+def correlation(scale_ci: Sequence[float]) -> str | None:
+    """What a ``scale`` CI ``[low, high]`` says when cMAE is not meaningful.
+
+    Returns
+    -------
+    str or None
+        ``"anticorrelated"`` when the whole CI lies below 0 (the uMLIP's forces point against the
+        reference's), ``"uncorrelated"`` when it includes 0 (they do not follow them), ``None``
+        when it lies above 0.
+    """
+    low, high = float(scale_ci[0]), float(scale_ci[1])
+    if high < 0.0:
+        return "anticorrelated"
+    if low <= 0.0:
+        return "uncorrelated"
+    return None
+
+
+def force_outliers(f_ml_frames: Any, f_dft_frames: Any) -> list[tuple[int, int]]:
+    """Atoms carrying an outlier force component, on either side.
+
+    A component is an outlier when ``|f|`` exceeds both :data:`OUTLIER_FORCE` and
+    :data:`OUTLIER_SIGMAS` robust standard deviations (1.4826 x the median absolute deviation) of
+    all components of its side (reference or uMLIP): far beyond what the rest of the data holds.
+
+    Parameters
+    ----------
+    f_ml_frames, f_dft_frames
+        ML and DFT forces in eV/Å, per frame (see :func:`bootstrap_scale_ci`).
+
+    Returns
+    -------
+    list of (int, int)
+        ``(frame index, atom index)`` of each atom with an outlier component, in order.
+    """
+    ml_frames = _as_frames(f_ml_frames, "f_ml")
+    dft_frames = _as_frames(f_dft_frames, "f_dft")
+    ml, dft = _validate(ml_frames, dft_frames, nonzero=None)
+    limits = []
+    for side in (ml, dft):
+        comps = side.ravel()
+        mad = float(np.median(np.abs(comps - np.median(comps))))
+        limits.append(max(OUTLIER_FORCE, OUTLIER_SIGMAS * 1.4826 * mad))
+    found = []
+    for i, (a, b) in enumerate(zip(ml_frames, dft_frames, strict=True)):
+        rows_a = a.reshape(-1, 3) if a.size % 3 == 0 else a.reshape(-1, 1)
+        rows_b = b.reshape(rows_a.shape)
+        bad = (np.abs(rows_a) > limits[0]).any(axis=1) | (np.abs(rows_b) > limits[1]).any(axis=1)
+        found.extend((i, int(j)) for j in np.flatnonzero(bad))
+    return found
 
 
 def _bootstrap_ratio(
@@ -603,7 +668,10 @@ def softening_metrics(
     dft_frames = _as_frames(f_dft_frames, "f_dft")
     ml, dft = _validate(ml_frames, dft_frames)
     scale = scale_through_origin(ml, dft)
-    slope, intercept = scale_with_intercept(ml, dft)
+    try:
+        slope, intercept = scale_with_intercept(ml, dft)
+    except ValueError:  # every reference component equal: no line with an intercept
+        slope, intercept = float("nan"), float("nan")
     # A model that predicts zero forces has scale 0: report cMAE as NaN rather than failing the
     # whole comparison.
     cmae = corrected_force_mae(ml, dft, scale) if scale != 0.0 else float("nan")

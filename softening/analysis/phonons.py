@@ -31,12 +31,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_IMAGINARY_TOL",
     "DEFAULT_MESH",
+    "ForceConsistency",
     "PhononComparison",
     "PhononResult",
     "band_path",
     "build_phonopy",
     "compare_phonons",
     "displacement_list",
+    "force_consistency",
     "harmonic_phonons",
     "imaginary_fraction",
 ]
@@ -48,6 +50,123 @@ DEFAULT_MESH: tuple[int, int, int] = (16, 16, 16)
 #: scatter by a few 0.01 THz around 0 from force noise (float32 models, finite displacements); the
 #: lowest non-zero acoustic frequency on a 16^3 mesh is about 0.3 THz and above.
 DEFAULT_IMAGINARY_TOL: float = 0.05
+
+
+#: Least share of displacements whose displaced atom must feel a restoring force (``f·u < 0``): at a
+#: (meta)stable structure the on-site force constant is positive, so every displaced atom is pulled
+#: back; in phonopy's VASP examples ``f·u`` is -2e-4 to -1e-3 eV for every displacement of 0.01 Å.
+MIN_RESTORING_FRACTION: float = 0.5
+
+#: Least cosine (through the origin) between model and reference forces on the displaced supercells:
+#: 0.93-0.995 for CHGNet on phonopy's VASP examples, about 0 for forces of shuffled atoms.
+MIN_FORCE_CORRELATION: float = 0.5
+
+#: Range of the force scale (model against reference, through the origin) a uMLIP can have: the
+#: seed paper's softening is tens of per cent (CHGNet on phonopy's examples: 0.42-0.78); a
+#: material's forces put in another's folder (NaCl with MgO's FORCE_SETS): 0.081.
+PLAUSIBLE_FORCE_SCALE: tuple[float, float] = (0.2, 5.0)
+
+
+@dataclass
+class ForceConsistency:
+    """Whether reference forces of a finite-displacement set can belong to its structure.
+
+    Attributes
+    ----------
+    n_displacements
+        Displaced supercells.
+    n_restoring
+        Displacements whose displaced atom's reference force opposes its displacement (``f·u < 0``).
+    correlation
+        Cosine (through the origin) between model and reference forces over every component of the
+        displaced supercells; ``None`` without model forces (or when either side is all zero).
+    scale
+        Least-squares slope through the origin of model against reference forces; ``None`` as above.
+    """
+
+    n_displacements: int
+    n_restoring: int
+    correlation: float | None = None
+    scale: float | None = None
+
+    @property
+    def restoring_fraction(self) -> float:
+        """Share of displacements with a restoring force on the displaced atom."""
+        return self.n_restoring / self.n_displacements if self.n_displacements else 1.0
+
+    def problems(self) -> list[str]:
+        """What was measured that real data of the structure cannot give, in words (empty: none)."""
+        out = []
+        if self.restoring_fraction < MIN_RESTORING_FRACTION:
+            out.append(
+                f"the displaced atom's reference force points along its displacement, not back, "
+                f"in {self.n_displacements - self.n_restoring} of {self.n_displacements} "
+                "displacement(s)"
+            )
+        if self.correlation is not None and self.correlation < MIN_FORCE_CORRELATION:
+            out.append(
+                f"model/reference force correlation {self.correlation:.2f} on the displaced "
+                f"supercells (real data: above {MIN_FORCE_CORRELATION:g})"
+            )
+        low, high = PLAUSIBLE_FORCE_SCALE
+        if self.scale is not None and self.scale > 0 and not low <= self.scale <= high:
+            out.append(
+                f"force scale {self.scale:.3f} (reference forces {1 / self.scale:.3g} times the "
+                f"model's; uMLIPs stay within {low:g}-{high:g})"
+            )
+        return out
+
+
+def force_consistency(
+    displacements: Sequence[tuple[int, Sequence[float]]],
+    forces_ref: Any,
+    forces_ml: Any = None,
+) -> ForceConsistency:
+    """Measures of whether finite-displacement reference forces belong to their structure.
+
+    Parameters
+    ----------
+    displacements
+        ``(supercell atom index, displacement vector in Å)`` per displaced supercell.
+    forces_ref
+        Reference forces ``(n_displacements, n_super, 3)`` eV/Å (residual forces of the
+        undisplaced supercell removed where known).
+    forces_ml
+        Model forces of the same shape (residual removed), or ``None``.
+
+    Returns
+    -------
+    ForceConsistency
+        Counts and measures; :meth:`ForceConsistency.problems` says what is implausible.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match the displacements, or an atom index outside the supercell.
+    """
+    ref = np.asarray(forces_ref, dtype=float)
+    if ref.ndim != 3 or ref.shape[0] != len(displacements) or ref.shape[2] != 3:
+        raise ValueError(
+            f"reference forces of shape {ref.shape} for {len(displacements)} displacement(s)"
+        )
+    restoring = 0
+    for (atom, vector), f in zip(displacements, ref, strict=True):
+        if not 0 <= int(atom) < len(f):
+            raise ValueError(
+                f"displaced atom {int(atom) + 1} is not in the {len(f)}-atom supercell"
+            )
+        restoring += float(f[int(atom)] @ np.asarray(vector, dtype=float)) < 0
+    result = ForceConsistency(n_displacements=len(displacements), n_restoring=int(restoring))
+    if forces_ml is not None:
+        ml = np.asarray(forces_ml, dtype=float)
+        if ml.shape != ref.shape:
+            raise ValueError(f"model forces of shape {ml.shape}, reference {ref.shape}")
+        a, b = ml.ravel(), ref.ravel()
+        norm = float(np.sqrt((a @ a) * (b @ b)))
+        if norm > 0:
+            result.correlation = float(a @ b) / norm
+            result.scale = float(a @ b) / float(b @ b)
+    return result
 
 
 def build_phonopy(
@@ -223,9 +342,11 @@ def harmonic_phonons(
     Raises
     ------
     ValueError
-        On forces whose shape does not match the displacements and the supercell, NaN/inf, or
-        when phonopy fails (message says why).
+        On forces whose shape does not match the displacements and the supercell, NaN/inf, a
+        negative or non-finite temperature, or when phonopy fails (message says why).
     """
+    if not (np.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature {temperature} K: give a finite temperature >= 0 K")
     f = np.asarray(forces, dtype=float)
     n_disp = len((phonon.dataset or {}).get("first_atoms", []))
     n_super = len(phonon.supercell)

@@ -18,6 +18,11 @@ J_PER_M2_PER_EV_PER_A2: float = 16.02176634
 #: Smallest empty gap (Å) along the vacuum axis for a cell to count as a slab.
 MIN_VACUUM: float = 4.0
 
+#: Largest |gamma| taken as a surface energy, J/m^2. Measured and DFT surface energies of solids
+#: lie within about 0.05-5 J/m^2 (W, the highest of the elements: about 3-4); beyond this bound a
+#: value comes from a broken energy, area or bulk reference, not from a surface.
+MAX_SURFACE_ENERGY: float = 100.0
+
 
 def interplanar_spacings(lattice: np.ndarray) -> np.ndarray:
     """Distance between lattice planes spanned by each pair of cell vectors, Å.
@@ -123,6 +128,22 @@ def surface_energy(e_slab: float, n_atoms: int, e_bulk_per_atom: float, area: fl
     if area <= 0 or n_atoms <= 0:
         raise ValueError(f"area {area} Å^2 and atoms {n_atoms} must be positive")
     return (float(e_slab) - n_atoms * float(e_bulk_per_atom)) / (2.0 * float(area))
+
+
+def implausible_surface_energy(gamma: float) -> str | None:
+    """Why a surface energy in J/m^2 is not a physical one, or ``None`` when it may be.
+
+    Non-finite values and ``|gamma| >`` :data:`MAX_SURFACE_ENERGY` are refused.
+    """
+    g = float(gamma)
+    if not np.isfinite(g):
+        return f"surface energy {g} is not a number"
+    if abs(g) > MAX_SURFACE_ENERGY:
+        return (
+            f"surface energy {g:.3g} J/m^2 is not physical (|gamma| > {MAX_SURFACE_ENERGY:g} "
+            "J/m^2): check the slab and bulk energies"
+        )
+    return None
 
 
 def surface_energies(

@@ -17,6 +17,7 @@ from softening.cli.display import console, out_console, print_json, setup_loggin
 from softening.cli.options import (
     EcutOpt,
     FlowOpt,
+    FrameSelectionOpt,
     FramesOpt,
     IonOpt,
     JsonOpt,
@@ -78,6 +79,7 @@ def submit(
     stride: StrideOpt = 10,
     frames: FramesOpt = 10,
     strained: StrainedOpt = 2,
+    frame_selection: FrameSelectionOpt = "stratified-energy",
     ecut: EcutOpt = 500.0,
     kspacing: KspacingOpt = 0.25,
     seed: SeedOpt = 0,

@@ -7,7 +7,6 @@ carry :class:`softening.schemas.Flag` objects, stored results their dicts, older
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -16,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from softening.errors import SofteningError
+from softening.jsonio import dumps as strict_dumps
 from softening.schemas import flag_text, flag_texts
 
 # Piped output (CI logs, `| less`) gets 120 columns instead of rich's 80 so that tables stay readable.
@@ -32,8 +32,9 @@ def flag_kinds(flags: Iterable[Any] | None) -> str:
 
 
 def dumps(obj: Any, lenient: bool = False, **kwargs: Any) -> str:
-    """JSON text of a command's output, flags as text (:func:`flag_text`); with ``lenient``
-    anything else JSON lacks as ``str`` (the dates of stored results)."""
+    """Strict JSON text of a command's output (:func:`softening.jsonio.dumps`: NaN and infinity
+    as ``null``), flags as text (:func:`flag_text`); with ``lenient`` anything else JSON lacks as
+    ``str`` (the dates of stored results)."""
 
     def default(o: Any) -> Any:
         if hasattr(o, "kind") and hasattr(o, "detail"):  # a softening.schemas.Flag
@@ -42,7 +43,7 @@ def dumps(obj: Any, lenient: bool = False, **kwargs: Any) -> str:
             return str(o)
         raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
-    return json.dumps(obj, default=default, **kwargs)
+    return strict_dumps(obj, default=default, **kwargs)
 
 
 def print_json(obj: Any, lenient: bool = False) -> None:

@@ -6,12 +6,61 @@ command's default is the parameter's default.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from softening.errors import InputError
+
+# ---- checks made while the options are read, before a command starts (one `error:` line each) -----
+#: Largest seed every seeded library takes (numpy's RandomState, scikit-learn: 32 bits).
+MAX_SEED = 2**32 - 1
+
+
+def _in_range(flag: str, low: int, high: int | None = None) -> Callable[[int], int]:
+    """A callback that refuses a value of ``flag`` below ``low`` or above ``high``."""
+
+    def check(value: int) -> int:
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise InputError(f"{flag} must be {bound}, got {value}")
+        return value
+
+    return check
+
+
+def out_folder(value: Path | None) -> Path | None:
+    """The ``--out`` callback of every command: refuse a path that is, or lies in, a file.
+
+    Checked before anything runs, so that a command does not fail after its work is done when it
+    writes its figures or summary.
+    """
+    if value is None:
+        return value
+    for path in (value, *value.parents):
+        if path.is_dir():
+            break
+        if path.exists() or path.is_symlink():
+            where = "" if path == value else f": {path}"
+            raise InputError(f"--out {value}{where} is a file, not a folder")
+    return value
+
+
 # ---- everywhere ------------------------------------------------------------------------------------
+def named_store(value: str | None) -> str | None:
+    """The ``--store`` callback of every command: the store the user named, whose registry of model
+    files softening wrote is trusted (never that of a default ./softening-db found in the working
+    directory; see :mod:`softening.models.trust`)."""
+    if value is not None:
+        from softening.models.trust import name_store
+
+        name_store(value)
+    return value
+
+
 StoreOpt = Annotated[
     str | None,
     typer.Option(
@@ -19,6 +68,7 @@ StoreOpt = Annotated[
         help="Result store: a folder (embedded SQLite store), a mongodb:// or mongodb+srv:// URI, "
         "'mongodb' (SOFTENING_MONGO_* settings), or a .yaml jobflow store config. "
         "[default: ./softening-db]",
+        callback=named_store,
     ),
 ]
 ModelOpt = Annotated[
@@ -28,7 +78,14 @@ ModelOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of MD, frame choice and bootstrap.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        help="Seed of MD, frame choice and bootstrap.",
+        callback=_in_range("--seed", 0, MAX_SEED),
+    ),
+]
 StrictOpt = Annotated[
     bool,
     typer.Option(
@@ -60,7 +117,19 @@ StepsOpt = Annotated[int, typer.Option(help="MD steps (the paper: 10000 = 20 ps)
 TimestepOpt = Annotated[float, typer.Option(help="MD time step, fs.")]
 StrideOpt = Annotated[int, typer.Option(help="Steps between stored MD frames.")]
 FramesOpt = Annotated[int, typer.Option(help="Frames labelled per material.")]
-StrainedOpt = Annotated[int, typer.Option(help="Frames strained by +3 % and as many by -3 %.")]
+FrameSelectionOpt = Annotated[
+    str,
+    typer.Option(
+        help="How frames are picked from the MD: stratified-energy (the paper: one per energy "
+        "bin) or diverse (DIRECT: one per cluster of the MD model's structure features)."
+    ),
+]
+StrainedOpt = Annotated[
+    int,
+    typer.Option(
+        help="Frames strained by +3 % and as many by -3 %.", callback=_in_range("--strained", 0)
+    ),
+]
 EcutOpt = Annotated[float, typer.Option(help="GPAW plane-wave cutoff, eV.")]
 KspacingOpt = Annotated[float, typer.Option(help="GPAW k-point spacing, 1/Å (2π included).")]
 TrainFramesOpt = Annotated[int, typer.Option(help="Frames per material to correct on.")]
@@ -145,14 +214,25 @@ FlowOpt = Annotated[
 FiguresOpt = Annotated[
     Path | None,
     typer.Option(
-        help="Folder for the figures (parity plots, phonon bands, formation energies...)."
+        help="Folder for the figures (parity plots, phonon bands, formation energies...).",
+        callback=out_folder,
     ),
 ]
 MeshOpt = Annotated[
     tuple[int, int, int], typer.Option(help="q-point mesh of the comparison (Gamma-centred).")
 ]
+
+
+def _thermal_temperature(value: float) -> float:
+    """The ``--temperature`` callback of ``phonons`` and ``properties``: a finite value >= 0 K."""
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"--temperature must be a finite temperature >= 0 K, got {value:g}")
+    return value
+
+
 ThermalTemperatureOpt = Annotated[
-    float, typer.Option(help="Temperature of the thermal properties, K.")
+    float,
+    typer.Option(help="Temperature of the thermal properties, K.", callback=_thermal_temperature),
 ]
 
 # ---- the property and its options (`properties`, `run --property`, `submit --property`) ----------

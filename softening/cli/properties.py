@@ -39,6 +39,7 @@ from softening.cli.options import (
     StructuresArg,
     SubstituteOpt,
     ThermalTemperatureOpt,
+    out_folder,
 )
 from softening.errors import InputError, SofteningError
 
@@ -140,7 +141,8 @@ def surfaces(
     model: ModelOpt = None,
     store: StoreOpt = None,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the parity plot of surface energies.")
+        Path | None,
+        typer.Option(help="Folder for the parity plot of surface energies.", callback=out_folder),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

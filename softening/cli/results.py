@@ -36,6 +36,7 @@ from softening.cli.options import (
     ScaleMaxOpt,
     ScaleMinOpt,
     StoreOpt,
+    out_folder,
 )
 from softening.errors import InputError
 from softening.stores.queries import ResultFilter
@@ -158,7 +159,8 @@ def report(
         Path | None,
         typer.Option(
             help="Folder for the PNG files and report.json (default softening-report; with "
-            "--html, PNG files only when --out is given)."
+            "--html, PNG files only when --out is given).",
+            callback=out_folder,
         ),
     ] = None,
     html: Annotated[

@@ -30,11 +30,13 @@ def _columns(table: Table, names: Iterable[str], left: Iterable[str]) -> Table:
 
 
 def scale_table(docs: Sequence[Any], title: str) -> Table:
-    """Per material and model: scale, its 95 % CI, MAE, cMAE (n/a where uncorrelated), frames."""
+    """Per material and model: scale, its 95 % CI, MAE, cMAE (n/a where the CI reaches 0 or lies
+    below it), frames, flag kinds."""
     from softening.analysis.metrics import is_uncorrelated
 
-    cols = ("material", "model", "scale", "95% CI", "MAE eV/Å", "cMAE eV/Å", "frames", "missing")
-    table = _columns(Table(title=title), cols, ("material", "model"))
+    cols = ("material", "model", "scale", "95% CI", "MAE eV/Å", "cMAE eV/Å", "frames", "missing",
+            "flags")  # fmt: skip
+    table = _columns(Table(title=title), cols, ("material", "model", "flags"))
     for d in docs:
         table.add_row(
             d.material_id,
@@ -45,9 +47,13 @@ def scale_table(docs: Sequence[Any], title: str) -> Table:
             "n/a" if is_uncorrelated(d.scale_ci) else f"{d.cmae:.3f}",
             str(d.n_frames),
             ", ".join(d.missing_frames) or "-",
+            flag_kinds(d.flags),
         )
     if any(is_uncorrelated(d.scale_ci) for d in docs):
-        table.caption = "cMAE n/a: the scale's 95 % CI includes 0 (forces uncorrelated)"
+        table.caption = (
+            "cMAE n/a: the scale's 95 % CI includes 0 (uncorrelated) or lies below it "
+            "(anticorrelated)"
+        )
     return table
 
 

@@ -26,10 +26,12 @@ from softening.cli.options import (
     CurveTrainFramesOpt,
     DatasetsArg,
     EcutOpt,
+    FrameSelectionOpt,
     FramesOpt,
     IonOpt,
     JsonOpt,
     KspacingOpt,
+    LaunchpadOpt,
     MaxCellsOpt,
     MdModelOpt,
     ModelOpt,
@@ -50,6 +52,7 @@ from softening.cli.options import (
     TrainFramesOpt,
     TrustModelOpt,
     WorkersOpt,
+    out_folder,
 )
 from softening.errors import SofteningError
 
@@ -65,13 +68,14 @@ def run(
     stride: StrideOpt = 10,
     frames: FramesOpt = 10,
     strained: StrainedOpt = 2,
+    frame_selection: FrameSelectionOpt = "stratified-energy",
     ecut: EcutOpt = 500.0,
     kspacing: KspacingOpt = 0.25,
     seed: SeedOpt = 0,
     store: StoreOpt = None,
-    out: Annotated[Path, typer.Option(help="Folder for the JSON summary and plots.")] = Path(
-        "softening-results"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for the JSON summary and plots.", callback=out_folder)
+    ] = Path("softening-results"),
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
     finetune: Annotated[
@@ -150,7 +154,8 @@ def evaluate(
     store: StoreOpt = None,
     seed: SeedOpt = 0,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the scale-distribution plot.")
+        Path | None,
+        typer.Option(help="Folder for the scale-distribution plot.", callback=out_folder),
     ] = None,
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
@@ -187,6 +192,10 @@ def evaluate(
             f"{p['n_frames']} frames; softened (scale < 1): {100 * p['fraction_softened']:.1f} % "
             f"of {p['n_materials']} materials"
         )
+        for text in p.get("flags", []):
+            warn(f"{name} pooled: {text}")
+        for skip in v.get("skipped", []):
+            warn(f"{name} {skip['material_id']}: no result: {skip['reason']}")
 
 
 def finetune(
@@ -206,7 +215,11 @@ def finetune(
         ),
     ] = None,
     frame_choice: Annotated[
-        str, typer.Option(help="highest-energy, largest-force or random.")
+        str,
+        typer.Option(
+            help="highest-energy, largest-force, random or diverse (DIRECT: one frame per "
+            "cluster of the model's structure features)."
+        ),
     ] = "highest-energy",
     method: Annotated[str, typer.Option(help="Scale mode: lstsq or inverse-scale.")] = "lstsq",
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs (the paper: 100).")] = 100,
@@ -261,12 +274,23 @@ def learning_curve(
     store: StoreOpt = None,
     seed: SeedOpt = 0,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for the figure and learning-curve.json.")
+        Path | None,
+        typer.Option(help="Folder for the figure and learning-curve.json.", callback=out_folder),
     ] = None,
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
     trust_model_file: TrustModelOpt = False,
     workers: WorkersOpt = None,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit",
+            help="Put the curve's jobs (one per fine-tune) on the FireWorks LaunchPad instead of "
+            "running them; `softening submit --launch` queues them, and this command without "
+            "--submit then collects the results from the store.",
+        ),
+    ] = False,
+    launchpad: LaunchpadOpt = None,
 ) -> None:
     """Held-out scale and MAE against the frames corrected on, per frame choice: which to label."""
     from softening.workflows.learning_curve import LearningCurveOptions, learning_curve_summary
@@ -274,6 +298,24 @@ def learning_curve(
     setup_logging(quiet=as_json)
     trust_model_files(trust_model_file)
     options = LearningCurveOptions.from_options(locals())
+    if submit:
+        from softening.hpc import load_launchpad, submit_flow
+        from softening.hpc.firetask import worker_store_spec
+
+        spec = worker_store_spec(store)
+        result = submit_flow(load_launchpad(launchpad), options.build(datasets, store=spec), spec)
+        payload = {
+            k: getattr(result, k) for k in ("flow_id", "flow_uuid", "name", "categories", "store")
+        }
+        if as_json:
+            print_json({**payload, "n_jobs": len(result.fw_ids)})
+        else:
+            console.print(
+                f"flow {result.flow_id} ({result.name}): {len(result.fw_ids)} jobs on the "
+                "LaunchPad; queue them with `softening submit --launch`",
+                highlight=False,
+            )
+        return
     if mode == "scale":
         # Closed form on one evaluation: no store, no jobs.
         with progress("learning curve") as advance:

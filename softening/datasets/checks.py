@@ -32,6 +32,17 @@ COINCIDENT_DISTANCE = 0.1
 #: Two sites listed in a CIF closer than this (fractional, after wrapping) are the same site.
 CIF_SITE_TOLERANCE = 1e-4
 
+#: Largest reference force component a dataset frame may carry, eV/Å. DFT forces of sampled
+#: structures stay below about 50 eV/Å (the WBM high-energy frames and mlearn's AIMD: below 10);
+#: beyond this a label is a unit error or a broken calculation, and one such component decides
+#: the through-origin slope of every fit it enters.
+MAX_REFERENCE_FORCE = 1000.0
+
+#: Empty space a frame needs along a direction it declares non-periodic (extended XYZ ``pbc``),
+#: Å: the models always compute a periodic cell, which is the same as an open boundary only when
+#: the atoms are further from their images than the models' cutoffs (5-6 Å).
+MIN_OPEN_BOUNDARY_VACUUM = 8.0
+
 
 def check_structure(
     structure: Structure,
@@ -108,6 +119,115 @@ def check_frame(frame: Frame, where: str | None = None) -> None:
             bad.append(name)
     if bad:
         raise InputError(f"{where}: non-finite reference {' and '.join(bad)} (NaN or inf)")
+    if frame.forces is not None and np.size(frame.forces):
+        forces = np.abs(np.asarray(frame.forces, dtype=float))
+        if forces.max() > MAX_REFERENCE_FORCE:
+            atom = int(np.unravel_index(int(np.argmax(forces)), forces.shape)[0])
+            raise InputError(
+                f"{where}: reference force component {forces.max():.3g} eV/Å on atom {atom} "
+                f"(above {MAX_REFERENCE_FORCE:g} eV/Å no DFT force is usable: a unit error or a "
+                "broken calculation); fix or remove the frame"
+            )
+
+
+def check_periodic(pbc: Any, lattice: Any, frac_coords: Any, where: str) -> None:
+    """Refuse a frame declared non-periodic along a direction where it has no vacuum.
+
+    The models compute every frame as a periodic crystal; along a direction the file declares
+    open (``pbc="F ..."``, e.g. a molecule or a slab from ASE) that is the same thing only when
+    the atoms leave at least :data:`MIN_OPEN_BOUNDARY_VACUUM` Å of empty space there.
+
+    Parameters
+    ----------
+    pbc
+        Periodicity along the three cell vectors (three booleans).
+    lattice, frac_coords
+        The cell (3x3, Å) and the atoms' fractional coordinates.
+    where
+        How to name the frame in the message.
+
+    Raises
+    ------
+    InputError
+        Naming the open directions, their largest gap and what to do.
+    """
+    from softening.analysis.surfaces import largest_gaps
+
+    flags = [bool(x) for x in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))]
+    if all(flags) or len(frac_coords) == 0:
+        return
+    gaps = largest_gaps(lattice, frac_coords)
+    tight = [i for i in range(3) if not flags[i] and gaps[i] < MIN_OPEN_BOUNDARY_VACUUM]
+    if tight:
+        text = " ".join("T" if f else "F" for f in flags)
+        axes = ", ".join("abc"[i] for i in tight)
+        raise InputError(
+            f'{where}: declared non-periodic (pbc="{text}") but only '
+            f"{min(gaps[i] for i in tight):.1f} Å of empty space along {axes}: the models treat "
+            'every frame as a periodic crystal; give pbc="T T T" if it is one, or a cell with at '
+            f"least {MIN_OPEN_BOUNDARY_VACUUM:g} Å of vacuum around a molecule or slab"
+        )
+
+
+def frame_digest(frame: Frame) -> str:
+    """Hash of a frame's content: structure (lattice, species, wrapped positions) and labels.
+
+    Rounded (lattice 1e-6 Å, fractional coordinates 1e-7, energy 1e-6 eV, forces 1e-5 eV/Å), so
+    that a frame written twice, or into two files of different formats, gives one digest.
+    """
+    s = frame.structure
+
+    def rounded(x: Any, decimals: int) -> bytes:
+        return (np.round(np.asarray(x, dtype=np.float64), decimals) + 0.0).tobytes()
+
+    frac = np.asarray(s.frac_coords, dtype=np.float64)
+    frac = np.round(frac - np.floor(frac), 7) % 1.0
+    parts = [
+        rounded(s.lattice.matrix, 6),
+        " ".join(site.species_string for site in s).encode(),
+        rounded(frac, 7),
+        b"-" if frame.energy is None else rounded(frame.energy, 6),
+        b"-" if frame.forces is None else rounded(frame.forces, 5),
+    ]
+    return hashlib.sha256(b"|".join(parts)).hexdigest()
+
+
+def frame_place(frame: Frame) -> str:
+    """Where a frame was read, in words: ``'file' frame 3`` (or its source, or its id)."""
+    source = frame.source or ""
+    path, sep, index = source.rpartition("@")
+    if sep and index.isdigit():
+        return f"{path!r} frame {index}"
+    return repr(source) if source else f"frame {frame.material_key}/{frame.frame_id}"
+
+
+class FrameRegistry:
+    """The frames read so far, by content: a frame given twice is refused naming both places.
+
+    One registry spans what one command reads (every file of ``evaluate``, ``surfaces``,
+    ``finetune``), so a frame repeated inside a file, the same slab in two files, or one file given
+    twice is caught before any model runs, instead of counting twice in every fit and mean.
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[str, str] = {}
+
+    def add(self, frame: Frame) -> None:
+        """Record ``frame``.
+
+        Raises
+        ------
+        InputError
+            When a frame with the same structure, energy and forces was recorded before.
+        """
+        where = frame_place(frame)
+        first = self._first.setdefault(frame_digest(frame), where)
+        if first is where:
+            return
+        same = f"is the same frame as {first} (same structure, energy and forces)"
+        if first == where:
+            same = "was read twice (a file given twice)"
+        raise InputError(f"{where} {same}: it would count twice; give each frame once")
 
 
 def wrap_structure(structure: Structure) -> Structure:
@@ -273,4 +393,33 @@ def check_sampling(md_maker: Any, select_maker: Any) -> None:
             f"first {md_maker.equilibration_fraction:.0%} discarded), fewer than the "
             f"{select_maker.n_frames} frames requested: run more --steps, lower --stride or "
             "ask for fewer --frames"
+        )
+
+
+def check_supercell_atoms(n_atoms: int, where: str) -> None:
+    """Refuse a phonon supercell larger than the ``max_supercell_atoms`` setting.
+
+    Checked before phonopy sees the cell: its symmetry search on the supercell takes minutes at a
+    few thousand atoms (a 10x10x10 supercell of a one-atom cell: about a minute on 2 cores) and
+    prints nothing meanwhile.
+
+    Parameters
+    ----------
+    n_atoms
+        Atoms of the supercell.
+    where
+        What the supercell is of (a material, a file), for the message.
+
+    Raises
+    ------
+    InputError
+        ``n_atoms`` above the limit; the message says how to raise it.
+    """
+    from softening.settings import get_settings
+
+    limit = get_settings().max_supercell_atoms
+    if n_atoms > limit:
+        raise InputError(
+            f"{where}: supercell of {n_atoms} atoms is larger than the limit of {limit} atoms "
+            "(set SOFTENING_MAX_SUPERCELL_ATOMS to raise it)"
         )

@@ -20,6 +20,10 @@ flagged; a flag is a string ``"<kind>: <detail>"`` with kind one of ``functional
 ``hubbard_u``, ``low_precision``, ``potcar``, ``spin``. With ``strict``, a flagged run is refused.
 A run with no step left is refused. Refusals raise :class:`~softening.errors.InputError` (files)
 with a one-line message naming the file.
+
+:func:`run_functional` and :func:`applied_hubbard_u` give a run's functional and +U, which each result
+also compares with what its own model was trained on
+(:func:`softening.models.backends.flags_for_model`: ``training_data`` flags).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from softening.mp_rules import mp_config, mp_hubbard_u
 __all__ = [
     "MIN_ENCUT",
     "GuardReport",
+    "applied_hubbard_u",
     "apply_guard_rails",
     "judge_vasp_run",
+    "run_functional",
     "vasp_setting_flags",
 ]
 
@@ -140,6 +146,39 @@ def _is_set(value: Any) -> bool:
     return value is not None and str(value).strip().upper() not in ("", "--", "NONE", "FALSE")
 
 
+def run_functional(run_info: dict[str, Any]) -> tuple[str, str]:
+    """The exchange-correlation functional of a VASP run (without +U), and what shows it.
+
+    A hybrid (``LHFCALC``), a meta-GGA (``METAGGA``, e.g. ``R2SCAN``), or the GGA tag (an unset
+    GGA means the POTCARs' functional): ``("PBEsol", "GGA=PS")``, ``("PBE", "GGA unset: POTCAR
+    functional")``.
+    """
+    params = run_info.get("parameters", {})
+    symbols = list(run_info.get("potcar_symbols") or [])
+    gga = str(params.get("GGA") or "--").strip().upper()
+    if params.get("LHFCALC"):
+        return "hybrid", "LHFCALC=True"
+    if _is_set(params.get("METAGGA")):
+        return str(params["METAGGA"]).strip(), f"METAGGA={params['METAGGA']}"
+    if gga in ("--", ""):
+        return _potcar_family(symbols) or "PBE", "GGA unset: POTCAR functional"
+    return _GGA_NAMES.get(gga, f"GGA={gga}"), f"GGA={gga}"
+
+
+def applied_hubbard_u(run_info: dict[str, Any]) -> dict[str, float]:
+    """U (eV) per element a VASP run applied (``LDAU`` with non-zero ``LDAUU``); ``{}`` for none."""
+    params = run_info.get("parameters", {})
+    if not params.get("LDAU"):
+        return {}
+    applied: dict[str, float] = {}
+    symbols = list(run_info.get("potcar_symbols") or [])
+    for symbol, u in zip(symbols, list(params.get("LDAUU") or []), strict=False):
+        if abs(float(u)) > 1e-8:
+            el = _element(symbol)
+            applied[el] = max(applied.get(el, 0.0), float(u))
+    return applied
+
+
 def vasp_setting_flags(
     run_info: dict[str, Any], elements: Iterable[str], training_data: str = "mp"
 ) -> list[str]:
@@ -168,17 +207,8 @@ def vasp_setting_flags(
     config = mp_config()
     flags: list[str] = []
 
-    # Functional: a hybrid, a meta-GGA, or a GGA tag other than PBE (an unset GGA means the
-    # POTCARs' functional).
-    gga = str(params.get("GGA") or "--").strip().upper()
-    if params.get("LHFCALC"):
-        functional, why = "hybrid", "LHFCALC=True"
-    elif _is_set(params.get("METAGGA")):
-        functional, why = str(params["METAGGA"]).strip(), f"METAGGA={params['METAGGA']}"
-    elif gga in ("--", ""):
-        functional, why = _potcar_family(symbols) or "PBE", "GGA unset: POTCAR functional"
-    else:
-        functional, why = _GGA_NAMES.get(gga, f"GGA={gga}"), f"GGA={gga}"
+    # Functional: a hybrid, a meta-GGA, or a GGA tag other than PBE.
+    functional, why = run_functional(run_info)
     if functional != "PBE":
         flags.append(
             f"functional: {functional} ({why}); the models were trained on PBE/PBE+U "

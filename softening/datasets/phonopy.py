@@ -14,11 +14,16 @@ data are flagged ``nac_ignored``. The settings of the DFT run are flagged as for
 where the folder shows them (vasprun.xml files, or an ``INCAR`` beside ``FORCE_SETS``).
 
 Bad input (no forces, forces that do not match the displacements or the supercell, a cell phonopy
-cannot symmetrise) raises :class:`~softening.errors.InputError` with one line naming the folder.
+cannot symmetrise) raises :class:`~softening.errors.InputError` with one line naming the file at
+fault. Every YAML file is parsed by a safe loader before phonopy (whose own loader builds any Python
+object a ``!!python/...`` tag names, and so runs code from the file) reads the already-checked bytes;
+``FORCE_SETS`` is parsed and checked against the yaml's supercell before phonopy reads it; supercells
+above the ``max_supercell_atoms`` setting are refused before phonopy's symmetry search.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
+from softening.datasets.checks import check_supercell_atoms
 from softening.errors import InputError
 
 __all__ = ["NAC_IGNORED", "PhonopyData", "read_phonopy_folder"]
@@ -141,16 +147,125 @@ def read_phonopy_folder(path: str | Path) -> PhonopyData:
 # ---- layouts ---------------------------------------------------------------------------------------
 
 
-def _load(yaml_path: Path, **kwargs):
+def _load(yaml_path: Path, force_sets: Path | None = None):
+    """phonopy's :class:`~phonopy.Phonopy` of a yaml (and a ``FORCE_SETS``), each file checked first.
+
+    phonopy gets the bytes that the safe loader accepted, never the path (it would parse the file
+    again, with a loader that runs ``!!python/...`` tags).
+    """
     import phonopy
 
+    raw, content = _read_yaml(yaml_path)
+    n_atoms = _yaml_supercell_atoms(content)
+    if n_atoms is not None:
+        check_supercell_atoms(n_atoms, _show(yaml_path))
+    if force_sets is not None:
+        _check_force_sets(force_sets, n_atoms, yaml_path)
     try:
         with warnings.catch_warnings():
             # phonopy >= 4 warns that primitive_matrix now defaults to 'auto': that is the choice.
             warnings.simplefilter("ignore")
-            return phonopy.load(yaml_path, is_nac=False, produce_fc=False, log_level=0, **kwargs)
+            phonon = phonopy.load(
+                io.BytesIO(raw), is_nac=False, produce_fc=False, log_level=0,
+                force_sets_filename=force_sets,
+            )  # fmt: skip
+            if force_sets is None and Path("FORCE_SETS").is_file():
+                # Without a FORCE_SETS named, phonopy reads one in the working directory: the
+                # folder's own yaml holds the displacements (and forces, if any).
+                from phonopy.interface.phonopy_yaml import PhonopyYaml
+
+                phonon.dataset = PhonopyYaml().read(io.BytesIO(raw)).dataset
     except Exception as exc:
         raise InputError(f"phonopy cannot read {_show(yaml_path)}: {_one_line(exc)}") from exc
+    return phonon
+
+
+def _read_yaml(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of a phonopy yaml file and their content, parsed by a safe YAML loader.
+
+    Raises
+    ------
+    InputError
+        A tag that builds a Python object (``!!python/object/apply:os.system``...: refused, not
+        run), a file that is not YAML, or one that holds no mapping.
+    """
+    import yaml
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {_show(path)}: {exc.strerror or type(exc).__name__}"
+        ) from exc
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        content = yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.constructor.ConstructorError as exc:
+        tag = re.search(r"tag '([^']*)'", str(exc.problem))
+        line = f" on line {exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        raise InputError(
+            f"{_show(path)}: refused: YAML tag {tag.group(1) if tag else '?'!r}{line} (a tag that "
+            "builds a Python object can run code; phonopy files need none)"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InputError(f"{_show(path)} is not valid YAML{line}: {problem}") from None
+    if not isinstance(content, dict):
+        raise InputError(f"{_show(path)} holds no phonopy data (a YAML mapping)")
+    return raw, content
+
+
+def _yaml_supercell_atoms(content: dict[str, Any]) -> int | None:
+    """Atoms of the supercell a phonopy yaml describes (``None`` when it does not say)."""
+    counts = []
+    try:
+        counts.append(len(content["supercell"]["points"]))
+    except (KeyError, TypeError):
+        pass
+    try:
+        matrix = np.asarray(content["supercell_matrix"], dtype=float)
+        n_unit = len(content["unit_cell"]["points"])
+        if matrix.shape == (3, 3) and np.all(np.isfinite(matrix)):
+            counts.append(n_unit * round(abs(float(np.linalg.det(matrix)))))
+    except (KeyError, TypeError, ValueError):
+        pass
+    return max(counts) if counts else None
+
+
+def _check_force_sets(path: Path, n_atoms: int | None, yaml_path: Path) -> None:
+    """Refuse a ``FORCE_SETS`` phonopy cannot parse, or whose atom count is not the supercell's.
+
+    Parsed here (phonopy's parser, which the load uses too) so that the message names this file:
+    phonopy's load reports its faults as the yaml's.
+    """
+    from phonopy.file_IO import parse_FORCE_SETS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = parse_FORCE_SETS(filename=str(path))
+    except RecursionError:  # phonopy's reader recurses over blank lines to the end of the file
+        raise InputError(
+            f"cannot read {_show(path)}: it ends before the forces of every displacement "
+            "(truncated?)"
+        ) from None
+    except Exception as exc:
+        raise InputError(f"cannot read {_show(path)}: {_one_line(exc)}") from exc
+    natom = dataset.get("natom")
+    if n_atoms is not None and natom is not None and int(natom) != n_atoms:
+        raise InputError(
+            f"{_show(path)} has forces on {natom} atoms, but the supercell of {_show(yaml_path)} "
+            f"has {n_atoms}"
+        )
+    for i, d in enumerate(dataset.get("first_atoms") or []):
+        shape = np.shape(d.get("forces"))
+        if natom is not None and shape != (int(natom), 3):
+            raise InputError(
+                f"{_show(path)}: displacement {i + 1} has forces of shape {shape}, not "
+                f"({natom}, 3) (truncated or garbled?)"
+            )
 
 
 def _yaml_has_forces(path: Path) -> bool:
@@ -174,7 +289,7 @@ def _from_params(path: Path, name: str) -> PhonopyData:
 def _from_disp(disp: Path, folder: Path, name: str) -> PhonopyData:
     force_sets = folder / "FORCE_SETS"
     if force_sets.is_file():
-        phonon = _load(disp, force_sets_filename=force_sets)
+        phonon = _load(disp, force_sets)
         forces = _dataset_forces(phonon, force_sets)
         data = _assemble(phonon, forces, name, "force_sets", [str(disp), str(force_sets)], disp)
         runs = _vasprun_files(folder)

@@ -122,7 +122,9 @@ _MAX_DETAIL = 200
 # ----------------------------------------------------------------------------------------------------
 
 
-def read_frames(path: str | Path, fmt: str | None = None) -> list[Frame]:
+def read_frames(
+    path: str | Path, fmt: str | None = None, registry: _checks.FrameRegistry | None = None
+) -> list[Frame]:
     """Read all frames of a dataset or structure file.
 
     Parameters
@@ -132,6 +134,9 @@ def read_frames(path: str | Path, fmt: str | None = None) -> list[Frame]:
     fmt
         One of :data:`FORMATS` (or an alias such as ``"xyz"``, ``"cif"``); detected from the name and
         content when ``None`` (see :func:`detect_format`).
+    registry
+        The frames read before (by other files of the same command): a frame repeated inside the
+        file or given before is refused. ``None``: a fresh one (repeats inside the file only).
 
     Returns
     -------
@@ -141,7 +146,8 @@ def read_frames(path: str | Path, fmt: str | None = None) -> list[Frame]:
     Raises
     ------
     InputError
-        Missing, unreadable or malformed file, unknown ``fmt``, or a file without frames.
+        Missing, unreadable or malformed file, unknown ``fmt``, a file without frames, or a frame
+        given twice (:class:`~softening.datasets.checks.FrameRegistry`).
     """
     path = _existing(path)
     kind = _normalise_fmt(fmt) if fmt is not None else detect_format(path)
@@ -159,6 +165,9 @@ def read_frames(path: str | Path, fmt: str | None = None) -> list[Frame]:
         frames = [_structure_frame(_read_structure_file(path), path)]
     if not frames:
         raise _error(path, "contains no frames")
+    registry = registry if registry is not None else _checks.FrameRegistry()
+    for frame in frames:
+        registry.add(frame)
     return frames
 
 
@@ -811,12 +820,15 @@ def _atoms_to_structure(atoms: Any, path: Path, where: str) -> Structure:
     with _wrap(path, where):
         # Built directly rather than with AseAtomsAdaptor, so that labels do not leak into
         # site properties and the structure is the same whatever the ASE/pymatgen versions.
-        return Structure(
+        structure = Structure(
             Lattice(cell),
             atoms.get_chemical_symbols(),
             atoms.get_positions(),
             coords_are_cartesian=True,
         )
+    # A molecule or slab declared open (pbc="F F F") is computed as a periodic crystal.
+    _checks.check_periodic(atoms.pbc, cell, structure.frac_coords, f"{path} {where}")
+    return structure
 
 
 def _first_present(*values: Any) -> Any:

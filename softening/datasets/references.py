@@ -45,14 +45,16 @@ def labelled_frames(
     InputError
         An unreadable file, a refused VASP run, or no labelled frame left.
     """
+    from softening.datasets.checks import FrameRegistry
     from softening.datasets.guards import apply_guard_rails
     from softening.datasets.readers import read_frames
 
     frames: list[Frame] = []
     reports: list[GuardReport] = []
+    registry = FrameRegistry()  # a frame given twice, in one file or across files, is refused
     for path in datasets:
         # VASP outputs: unconverged and MLFF steps dropped, settings flagged (refused if strict).
-        kept, found = apply_guard_rails(read_frames(path), strict=strict)
+        kept, found = apply_guard_rails(read_frames(path, registry=registry), strict=strict)
         reports.extend(found)
         frames.extend(f for f in kept if f.is_labelled)
     for text in select or []:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from softening.datasets import readers
+from softening.datasets.checks import FrameRegistry
 from softening.datasets.frames import Frame
 
 __all__ = ["count_frames", "iter_frames", "iter_labelled_frames"]
@@ -39,14 +40,16 @@ def _first_char(path: Path) -> bytes:
                 return c
 
 
-def iter_frames(path: str | Path, fmt: str | None = None) -> Iterator[Frame]:
+def iter_frames(
+    path: str | Path, fmt: str | None = None, registry: FrameRegistry | None = None
+) -> Iterator[Frame]:
     """Frames of ``path`` in file order, read lazily (see the module docstring).
 
     Parameters
     ----------
     path
         A dataset file (or a folder holding a ``vasprun.xml``).
-    fmt
+    fmt, registry
         As :func:`~softening.datasets.readers.read_frames`.
 
     Raises
@@ -56,12 +59,17 @@ def iter_frames(path: str | Path, fmt: str | None = None) -> Iterator[Frame]:
     """
     path = readers._existing(path)
     kind = readers._normalise_fmt(fmt) if fmt is not None else readers.detect_format(path)
+    registry = registry if registry is not None else FrameRegistry()
     if kind == "extxyz":
-        yield from _iter_extxyz(path)
+        frames = _iter_extxyz(path)
     elif kind in ("json", "wbm", "mlearn"):
-        yield from _iter_json(path, kind)
+        frames = _iter_json(path, kind)
     else:
-        yield from readers.read_frames(path, fmt)
+        yield from readers.read_frames(path, fmt, registry=registry)
+        return
+    for frame in frames:
+        registry.add(frame)
+        yield frame
 
 
 def _iter_extxyz(path: Path) -> Iterator[Frame]:
@@ -190,16 +198,19 @@ def iter_labelled_frames(
     """
     from softening.datasets.guards import apply_guard_rails
 
+    registry = FrameRegistry()  # a frame given twice, in one file or across files, is refused
     for path in paths:
         kind = readers.detect_format(path)
         if kind == "vasprun":
             # Guard rails judge a run as a whole (SCF and MLFF steps, settings): read it whole.
-            kept, found = apply_guard_rails(readers.read_frames(path), strict=strict)
+            kept, found = apply_guard_rails(
+                readers.read_frames(path, registry=registry), strict=strict
+            )
             if reports is not None:
                 reports.extend(found)
             yield from (f for f in kept if f.is_labelled)
             continue
-        for frame in iter_frames(path):
+        for frame in iter_frames(path, registry=registry):
             if "vasp" in frame.metadata:  # pragma: no cover - only vasprun frames carry it
                 kept, found = apply_guard_rails([frame], strict=strict)
                 if reports is not None:

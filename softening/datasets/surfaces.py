@@ -24,6 +24,7 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from softening.analysis.surfaces import MIN_VACUUM, bulk_units, surface_area, vacuum_axis
+from softening.datasets.checks import FrameRegistry
 from softening.datasets.frames import Frame
 from softening.datasets.readers import read_frames
 from softening.errors import InputError
@@ -105,11 +106,13 @@ def read_surface_data(
     Raises
     ------
     InputError
-        A file without slabs among all files, or a composition with slabs and no bulk frame.
+        A file without slabs among all files, a composition with slabs and no bulk frame, or a
+        frame given twice (the same slab in two files, or one file twice: it would count twice).
     """
     frames: list[Frame] = []
+    registry = FrameRegistry()
     for p in paths:
-        frames.extend(read_frames(p))
+        frames.extend(read_frames(p, registry=registry))
     slabs = [f for f in frames if f.group == SURFACE_GROUP]
     if not slabs:
         names = ", ".join(str(p) for p in paths)

@@ -16,8 +16,11 @@ for exactly that, not a general scheduler:
   replaced one wait for them;
 - workers x threads fit the cores of the allocation (CPU affinity, ``SLURM_CPUS_PER_TASK``) and the
   memory: every worker gets ``threads`` BLAS/OpenMP/torch threads and builds uMLIP graphs itself;
-- a worker that dies (killed, out of memory) takes only its jobs with it: they are retried once on
-  a fresh worker, then reported as failed; everything already finished stays in the store.
+- a worker that dies (killed, out of memory) takes only the jobs in flight with it: they run
+  again one at a time on a fresh worker, and a job whose worker dies twice while it runs alone is
+  reported as failed; everything already finished stays in the store;
+- workers end when the process that started them is killed
+  (:func:`softening.processes.exit_with_parent`).
 
 With one worker the jobs run in this process, in the same order (no pool, no serialisation).
 """
@@ -243,10 +246,14 @@ def _execute_in_worker(job_dict: dict, store_spec: str, job_dir: str | None) -> 
     return _execute(job_dict, store_spec, job_dir)
 
 
-def _init_worker(threads: int, log_level: int) -> None:
+def _init_worker(threads: int, log_level: int, parent: int) -> None:
     import sys
     import warnings
 
+    from softening.processes import exit_with_parent
+
+    # A worker whose parent is killed (kill -9, out of memory) ends too, instead of idling on.
+    exit_with_parent(parent)
     warnings.filterwarnings("ignore")
     # Standard output belongs to the parent (`--json` prints one object there): whatever a job or
     # a library prints in a worker goes to standard error.
@@ -400,7 +407,8 @@ def run_flow(
 
     sched = _Scheduler(flow)
     result = FlowRun(workers=workers)
-    retried: set[Key] = set()
+    retried: set[Key] = set()  # lost with a worker: from then on they run alone
+    deaths: dict[Key, int] = {}  # worker deaths charged to each job (it was running alone)
     stop = False
     running: dict[Future, tuple[Key, Any, str | None]] = {}
     pool: ProcessPoolExecutor | None = None
@@ -459,7 +467,11 @@ def run_flow(
                 workers,
                 mp_context=get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(threads, logging.getLogger("softening").getEffectiveLevel()),
+                initargs=(
+                    threads,
+                    logging.getLogger("softening").getEffectiveLevel(),
+                    os.getpid(),
+                ),
             )
         fut = pool.submit(_execute_in_worker, job.as_dict(), spec, folder)
         running[fut] = (key, job, folder)
@@ -492,15 +504,29 @@ def run_flow(
                         out = {"ok": False, "error": _one_line(exc)}
                     finish(key, job, out)
                 if broken:
-                    # A worker died: every job in flight on this pool is lost with it. Run
-                    # each again once on a fresh pool; a second loss is a failure.
-                    lost = broken + [(k, j) for k, j, _ in running.values()]
-                    running.clear()
+                    # A worker died, and every job still on its pool is lost with it. A job lost
+                    # alone lost its own worker: the death is charged to it. Jobs lost together
+                    # cannot tell whose worker died (one may not even have started): none is
+                    # charged, and each runs again alone. A job charged twice has failed.
+                    settled, _ = wait(list(running), timeout=30)
+                    lost = list(broken)
+                    for fut in list(running):
+                        key, job, _ = running.pop(fut)
+                        gone = fut not in settled or fut.cancelled()
+                        exc = BrokenProcessPool() if gone else fut.exception()
+                        if isinstance(exc, BrokenProcessPool):
+                            lost.append((key, job))
+                        elif exc is not None:
+                            finish(key, job, {"ok": False, "error": _one_line(exc)})
+                        else:  # it finished before the pool broke
+                            finish(key, job, fut.result())
                     if pool is not None:
                         pool.shutdown(wait=False, cancel_futures=True)
                     pool = None
                     for key, job in lost:
-                        if key in retried:
+                        if len(lost) == 1:
+                            deaths[key] = deaths.get(key, 0) + 1
+                        if deaths.get(key, 0) >= 2:
                             finish(
                                 key,
                                 job,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from softening.errors import SofteningError
+from softening.jsonio import dumps as strict_dumps
 
 if TYPE_CHECKING:
     import jobflow
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"failed: {f}", file=sys.stderr)
         if ran.outcome is None:
             return 1 if ran.failures else 0
-        print(json.dumps(ran.outcome.summary))
+        print(strict_dumps(ran.outcome.summary))
         if not ran.outcome.docs:
             raise SofteningError("no result: every material failed (see the messages above)")
         return 0

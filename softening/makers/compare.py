@@ -6,9 +6,15 @@ import logging
 
 import numpy as np
 
-from softening.analysis.metrics import is_uncorrelated, softening_metrics
+from softening.analysis.metrics import (
+    ZERO_FORCE,
+    correlation,
+    force_outliers,
+    softening_metrics,
+)
 from softening.errors import InputError
 from softening.makers.base import softening_job
+from softening.models.backends import ReferenceRun, flags_for_model
 from softening.schemas import (
     CodeInfo,
     Flag,
@@ -20,8 +26,47 @@ from softening.schemas import (
 
 logger = logging.getLogger(__name__)
 
-# Flag of a result whose scale CI reaches 0 (softening.analysis.metrics.is_uncorrelated).
-UNCORRELATED = Flag(kind="uncorrelated", detail="scale CI includes 0, cMAE not meaningful")
+#: Flag kinds of a result whose cMAE is not meaningful: its scale CI includes 0
+#: (``uncorrelated``) or lies below it (``anticorrelated``); see
+#: :func:`softening.analysis.metrics.correlation`.
+UNCORRELATED_KINDS = ("uncorrelated", "anticorrelated")
+
+
+class NoForceSignal(InputError):
+    """Every reference force component of a material is zero: its softening scale is undefined."""
+
+
+def correlation_flag(scale_ci: tuple[float, float]) -> Flag | None:
+    """The ``uncorrelated`` / ``anticorrelated`` flag of a scale CI (its words say what was
+    measured, with the CI), or ``None`` when the CI lies above 0."""
+    kind = correlation(scale_ci)
+    if kind is None:
+        return None
+    ci = f"scale CI [{scale_ci[0]:.3g}, {scale_ci[1]:.3g}]"
+    what = (
+        f"{ci} lies below 0: the uMLIP's forces point against the reference's"
+        if kind == "anticorrelated"
+        else f"{ci} includes 0: the uMLIP's forces do not follow the reference's"
+    )
+    return Flag(kind=kind, detail=f"{what}; cMAE not meaningful")
+
+
+def outlier_flag(keys: list[tuple[str, str]], f_ml: list, f_ref: list) -> Flag | None:
+    """The ``outlier_forces`` flag naming the atoms and frames whose force components lie far
+    beyond the rest (:func:`softening.analysis.metrics.force_outliers`), or ``None``."""
+    found = force_outliers(f_ml, f_ref)
+    if not found:
+        return None
+    frames = list(dict.fromkeys(i for i, _ in found))
+    names = ", ".join("/".join(keys[i]) for i in frames[:3]) + (" ..." if len(frames) > 3 else "")
+    largest = max(float(np.abs(f_ref[i]).max()) for i in frames)
+    largest_ml = max(float(np.abs(f_ml[i]).max()) for i in frames)
+    return Flag(
+        kind="outlier_forces",
+        detail=f"{len(found)} atom(s) in {len(frames)} frame(s) ({names}) with force components "
+        f"far beyond the rest (largest |F|: reference {largest:.3g}, uMLIP {largest_ml:.3g} "
+        "eV/Å); they dominate the scale and MAE",
+    )
 
 
 def compare_results(
@@ -53,6 +98,9 @@ def compare_results(
             f"no frame of {material_id or 'the dataset'} has both a reference and a uMLIP result"
         )
     flags = sorted({fl for k in paired for fl in ref_by_id[k].flags})
+    # The references' settings against what this model was trained on (training_data flags).
+    runs = [ReferenceRun.from_result(ref_by_id[k]) for k in paired]
+    flags = flags_for_model(umlip.model.name, flags, runs)
     if any(not ref_by_id[k].converged for k in paired):
         flags.append(Flag(kind="unconverged", detail="reference"))
     return softening_doc(
@@ -105,15 +153,27 @@ def softening_doc(
     model, reference
         Provenance of both sides.
     flags
-        Flags of the inputs; the result's own (missing frames, uncorrelated) are added.
+        Flags of the inputs; the result's own (missing frames, uncorrelated or anticorrelated,
+        outlier forces) are added.
     missing
         ``(material id, frame id)`` of frames expected but without a pair.
     n_bootstrap, seed
         Bootstrap of the scale's interval.
+
+    Raises
+    ------
+    NoForceSignal
+        Every reference force component is zero: no slope exists.
     """
     from softening import __version__
 
     missing = list(missing or [])
+    if max((float(np.abs(f).max()) for f in f_ref if np.size(f)), default=0.0) <= ZERO_FORCE:
+        names = ", ".join(sorted({k[0] for k in keys}))
+        raise NoForceSignal(
+            f"{names}: every reference force component is zero ({len(keys)} frame(s); e.g. "
+            "1-atom cells, or atoms on sites fixed by symmetry): the softening scale is undefined"
+        )
     # Energies are compared only as differences between frames of one material (offsets removed),
     # so they say something only when some material has two frames or more.
     n_materials = len({k[0] for k in keys})
@@ -134,8 +194,9 @@ def softening_doc(
     flags = list(flags or [])
     if missing:
         flags.append(Flag(kind="missing_frames", detail=f"{len(missing)} frame(s) missing"))
-    if is_uncorrelated(m.scale_ci):
-        flags.append(UNCORRELATED)
+    for flag in (correlation_flag(m.scale_ci), outlier_flag(keys, f_ml, f_ref)):
+        if flag is not None:
+            flags.append(flag)
     return SofteningDoc(
         material_id="pooled" if pooled else materials[0],
         formula="" if pooled else formula,

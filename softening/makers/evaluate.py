@@ -28,7 +28,7 @@ import numpy as np
 from jobflow import JobConfig, Maker, job
 
 from softening.errors import InputError
-from softening.makers.compare import _natural, softening_doc
+from softening.makers.compare import NoForceSignal, _natural, softening_doc
 from softening.schemas import CodeInfo, Flag, ModelInfo, SofteningDoc, flag_texts
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class _Pair:
     f_ref: np.ndarray
     e_ml: float | None
     e_ref: float | None
-    flags: tuple[str, ...]
+    flags: tuple[Flag | str, ...]
     code: str
 
 
@@ -75,6 +75,10 @@ class ModelEvaluation:
         Frames evaluated.
     wall_time
         Seconds for this model.
+    skipped
+        Materials without a result, and why (``material_id``, ``formula``, ``n_frames``,
+        ``reason``): every reference force of theirs is zero (1-atom cells...), so no slope
+        exists; they are left out of the pooled fit too.
     """
 
     model: ModelInfo
@@ -83,6 +87,7 @@ class ModelEvaluation:
     pooled_forces: tuple[np.ndarray, np.ndarray] | None = None
     n_frames: int = 0
     wall_time: float = 0.0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The ``evaluate --json`` entry of this model: ``{"pooled": {...}, "materials": [...]}``."""
@@ -98,8 +103,10 @@ class ModelEvaluation:
                 "n_frames": p.n_frames,
                 "n_materials": len(mats),
                 "fraction_softened": fraction_softened([d.scale for d in mats]),
+                "flags": flag_texts(p.flags),
             },
             "materials": [material_summary(d) for d in mats],
+            "skipped": list(self.skipped),
         }
 
 
@@ -202,6 +209,8 @@ class _Accumulator:
         self.mixed: set[str] = set()
         self.written: dict[str, str] = {}  # material -> uuid of its stored result
         self.docs: dict[str, SofteningDoc] = {}
+        self.skipped: dict[str, dict[str, Any]] = {}  # material -> why it has no result
+        self.run_flags: dict[tuple, list[Flag]] = {}  # (run source, formula, flags) -> flags
         self.open: str | None = None
         self.t0 = time.perf_counter()
 
@@ -229,18 +238,44 @@ class _Accumulator:
                 f_ref=np.asarray(frame.forces, dtype=float),
                 e_ml=pred.energy,
                 e_ref=frame.energy,
-                flags=tuple(frame.flags),
+                flags=tuple(self.frame_flags(frame)),
                 code=str(frame.metadata.get("code", "dataset")),
             )
         )
         self.result.n_frames += 1
 
+    def frame_flags(self, frame: Any) -> list[Flag]:
+        """The frame's flags for this model: a VASP frame's run settings against the model's
+        training data (:func:`softening.models.backends.flags_for_model`)."""
+        from softening.models.backends import ReferenceRun, flags_for_model
+
+        run_info = frame.metadata.get("vasp")
+        key = (frame.source or "").rsplit("@", 1)[0], frame.formula, tuple(frame.flags)
+        if key not in self.run_flags:  # once per run (file), not per ionic step
+            runs = []
+            if run_info is not None:
+                elements = {el.symbol for el in frame.structure.composition}
+                runs = [ReferenceRun.from_run_info(run_info, elements)]
+            self.run_flags[key] = flags_for_model(self.result.model.name, frame.flags, runs)
+        return self.run_flags[key]
+
     def flush(self, material: str) -> None:
         """The material's frames are complete: fit, store, keep only the summary."""
         extra = [MIXED_COMPOSITION] if material in self.mixed else []
-        doc = _material_doc(
-            self.pairs[material], self.result.model, self.n_bootstrap, self.seed, extra
-        )
+        try:
+            doc = _material_doc(
+                self.pairs[material], self.result.model, self.n_bootstrap, self.seed, extra
+            )
+        except NoForceSignal as exc:  # no slope for this one: the others still have theirs
+            pairs = self.pairs[material]
+            self.skipped[material] = {
+                "material_id": material,
+                "formula": pairs[0].formula,
+                "n_frames": len(pairs),
+                "reason": str(exc).removeprefix(f"{material}: "),
+            }
+            return
+        self.skipped.pop(material, None)
         if self.store is not None:
             if material in self.written:  # frames of this material came back later: replace
                 self.store.remove_docs({"uuid": self.written[material]})
@@ -255,9 +290,16 @@ class _Accumulator:
         self.flush(self.open)
         result = self.result
         result.materials = sorted(self.docs.values(), key=lambda d: d.material_id)
-        all_pairs = [p for ps in self.pairs.values() for p in ps]
+        result.skipped = [self.skipped[k] for k in sorted(self.skipped)]
+        if not result.materials:
+            first = result.skipped[0]
+            raise InputError(
+                f"no material has a softening scale: {first['material_id']}: {first['reason']}"
+                + (f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else "")
+            )
+        all_pairs = [p for k, ps in self.pairs.items() if k not in self.skipped for p in ps]
         pooled = _material_doc(all_pairs, result.model, self.n_bootstrap, self.seed)
-        if len(self.pairs) > 1 and self.store is not None:
+        if len(result.materials) > 1 and self.store is not None:
             # Pooled: one slope over all components of all frames, never a mean of slopes.
             store_output(self.store, pooled, f"compare pooled {result.model.name}")
         ordered = sorted(all_pairs, key=lambda p: (p.material, _natural(p.frame_id)))

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,10 @@ from jobflow import Maker, job
 
 from softening.analysis.correction import (
     CORRECTION_METHODS,
-    FRAME_CHOICES,
-    choose_training_frames,
     correction_factor,
     train_scalar_layer,
 )
+from softening.analysis.learning_curve import CURVE_CHOICES
 from softening.analysis.metrics import corrected_force_mae, force_mae, scale_through_origin
 from softening.errors import InputError
 from softening.makers.base import softening_job
@@ -52,26 +52,49 @@ def _usable(references: list[FrameResult | dict | None]) -> list[FrameResult]:
 
 
 def split_frames(
-    refs: list[FrameResult], k: int, choice: str, seed: int = 0
+    refs: list[FrameResult],
+    k: int,
+    choice: str,
+    seed: int = 0,
+    features: Callable[[list[FrameResult]], np.ndarray] | None = None,
 ) -> tuple[list[FrameResult], list[FrameResult]]:
-    """Training and held-out frames, chosen per material (held-out frames are never trained on)."""
+    """Training and held-out frames, chosen per material (held-out frames are never trained on).
+
+    ``features`` gives the structure features of a material's frames, for the ``diverse``
+    choice (e.g. ``lambda frames: model.backend.features(model, [f.structure for f in
+    frames])``).
+    """
+    from softening.analysis.learning_curve import select_frames
+
+    train, held = [], []
+    for frames in _by_material(refs, k):
+        energies = None
+        if all(f.energy is not None for f in frames):
+            energies = [f.energy / len(f.structure) for f in frames]
+        mean_f = [float(np.mean(np.abs(f.forces))) for f in frames]
+        feas = features(frames) if choice == "diverse" and features is not None else None
+        picked = set(select_frames(choice, k, energies, mean_f, feas, seed))
+        train += [f for i, f in enumerate(frames) if i in picked]
+        held += [f for i, f in enumerate(frames) if i not in picked]
+    return train, held
+
+
+def _by_material(refs: list[FrameResult], k: int) -> list[list[FrameResult]]:
+    """Frames grouped by material (sorted by id); each must keep a frame after ``k`` train."""
     by_material: dict[str, list[FrameResult]] = defaultdict(list)
     for r in refs:
         by_material[r.material_id].append(r)
-    train, held = [], []
     for mid, frames in sorted(by_material.items()):
         if len(frames) <= k:
             raise InputError(
                 f"{mid} has {len(frames)} frame(s): too few to train on {k} and hold any out"
             )
-        energies = None
-        if all(f.energy is not None for f in frames):
-            energies = [f.energy / len(f.structure) for f in frames]
-        mean_f = [float(np.mean(np.abs(f.forces))) for f in frames]
-        picked = set(choose_training_frames(energies, mean_f, k, choice, seed))
-        train += [f for i, f in enumerate(frames) if i in picked]
-        held += [f for i, f in enumerate(frames) if i not in picked]
-    return train, held
+    return [frames for _, frames in sorted(by_material.items())]
+
+
+def check_split(refs: list[FrameResult], k: int) -> None:
+    """Raise :class:`InputError` when a material has too few frames to train on ``k``."""
+    _by_material(refs, k)
 
 
 @dataclass
@@ -96,7 +119,8 @@ class CorrectionMaker(Maker):
     train_frames
         Frames per material to fit on (the paper: 1 for the scale correction, ~10 to fine-tune).
     frame_choice
-        ``highest-energy`` (default), ``largest-force`` or ``random``.
+        ``highest-energy`` (default), ``largest-force``, ``random`` or ``diverse`` (DIRECT: one
+        frame per cluster of the model's structure features).
     finetune
         Fine-tuning hyper-parameters (the paper's CHGNet recipe by default).
     cross_check
@@ -129,8 +153,10 @@ class CorrectionMaker(Maker):
             raise InputError(f"mode must be one of {CORRECTION_MODES}, got {self.mode!r}")
         if self.method not in CORRECTION_METHODS:
             raise InputError(f"method must be one of {CORRECTION_METHODS}, got {self.method!r}")
-        if self.frame_choice not in FRAME_CHOICES:
-            raise InputError(f"frame choice must be one of {FRAME_CHOICES}")
+        if self.frame_choice not in CURVE_CHOICES:
+            raise InputError(
+                f"frame choice must be one of {', '.join(CURVE_CHOICES)}, got {self.frame_choice!r}"
+            )
         if self.train_frames < 1:
             raise InputError("train frames must be >= 1")
 
@@ -148,9 +174,15 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
 
     t0 = time.perf_counter()
     refs = _usable(references)
-    train, held = split_frames(refs, maker.train_frames, maker.frame_choice, maker.seed)
     base = load_model(maker.model)
     base.check_elements({el.symbol for r in refs for el in r.structure.composition})
+    train, held = split_frames(
+        refs,
+        maker.train_frames,
+        maker.frame_choice,
+        maker.seed,
+        lambda frames: base.backend.features(base, [f.structure for f in frames]),
+    )
     digest = hashlib.sha256(
         json.dumps(
             [
@@ -250,11 +282,11 @@ def verify_correction(references: list, correction: CorrectionResult) -> Verific
     if not held:
         raise InputError("no held-out frame to verify the correction on")
     structures = [r.structure for r in held]
-    # The corrected model was written by the correction job into its models folder, whose
-    # registry then vouches for it (this job may run in another process than the one that wrote).
-    from softening.models.trust import trust_models_dir
+    # The corrected model was written by the correction job (maybe in another process): its
+    # files are trusted when they still hash as that job's output in the store records.
+    from softening.models.corrected import trust_saved_model
 
-    trust_models_dir(Path(correction.model.path).parent)
+    trust_saved_model(correction.model)
     before = [p.forces for p in evaluate_structures(load_model(_spec_of(correction)), structures)]
     after = [p.forces for p in evaluate_structures(load_model(correction.model.path), structures)]
     dft = [np.asarray(r.forces) for r in held]

@@ -35,8 +35,10 @@ from softening.analysis.phonons import (
     build_phonopy,
     compare_phonons,
     displacement_list,
+    force_consistency,
     harmonic_phonons,
 )
+from softening.datasets.checks import check_supercell_atoms
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
 from softening.makers.properties import PropertySpec, register_property
@@ -79,10 +81,19 @@ def supercell_matrix_for(
     >= ``min_length`` Å."""
     from atomate2.common.utils import get_supercell_matrix
 
-    matrix = get_supercell_matrix(
-        structure, min_length=min_length, max_length=None, prefer_90_degrees=prefer_90_degrees,
-        **kwargs,
-    )  # fmt: skip
+    if not (np.isfinite(min_length) and min_length > 0):  # 0 gives a singular matrix downstream
+        raise InputError(f"--min-length must be a positive length in Å, got {min_length:g}")
+    try:
+        matrix = get_supercell_matrix(
+            structure, min_length=min_length, max_length=None, prefer_90_degrees=prefer_90_degrees,
+            **kwargs,
+        )  # fmt: skip
+    except (AttributeError, ValueError) as exc:  # pymatgen: "the max number of atoms was exceeded"
+        raise InputError(
+            f"{structure.composition.reduced_formula}: no supercell with all lengths >= "
+            f"{min_length:g} Å found ({' '.join(str(exc).split())[:120]}); lower --min-length or "
+            "give --supercell"
+        ) from exc
     return np.rint(np.asarray(matrix)).astype(int).tolist()
 
 
@@ -105,6 +116,13 @@ def phonon_setup(
         matrix = np.diag(matrix)
     if matrix.shape != (3, 3) or round(abs(np.linalg.det(matrix))) < 1:
         raise InputError(f"supercell matrix {matrix.tolist()} is not a non-singular 3x3 matrix")
+    # Before phonopy: its symmetry search on a huge supercell runs for minutes without a word.
+    n = len(structure)
+    check_supercell_atoms(
+        n * round(abs(np.linalg.det(matrix))),
+        f"{structure.composition.reduced_formula} ({n} atom{'' if n == 1 else 's'}) x "
+        f"{_matrix_text(matrix)}",
+    )
     if not 0 < displacement < 0.5:
         raise InputError(f"displacement {displacement} Å is outside (0, 0.5)")
     try:
@@ -130,6 +148,13 @@ def phonon_setup(
         displacements=[(a, tuple(v)) for a, v in disps],
         distance=displacement,
     )
+
+
+def _matrix_text(matrix: np.ndarray) -> str:
+    """``"20 20 20"`` for a diagonal supercell matrix, its rows otherwise."""
+    if np.count_nonzero(matrix - np.diag(np.diagonal(matrix))) == 0:
+        return '"' + " ".join(str(int(x)) for x in np.diagonal(matrix)) + '"'
+    return str(matrix.tolist())
 
 
 def setup_from_data(data: PhonopyData) -> PhononSetup:
@@ -237,6 +262,12 @@ def compare_phonon_results(
     jobs. The model's results of ``perfect`` and ``disp-NNN`` are taken from ``umlip``.
     ``setup_ml``: the model's own setup when it relaxed the structure itself (same supercell
     matrix, same displaced atoms and directions; the lattice and positions its own).
+    ``sources``: the files the reference forces were read from (existing DFT data, e.g. a phonopy
+    folder); those forces are also checked against the structure
+    (:func:`~softening.analysis.phonons.force_consistency`: restoring forces on the displaced atoms,
+    correlation and scale against the model's), and forces that cannot belong to it (another
+    material's ``FORCE_SETS``, shuffled atoms) are flagged ``implausible_forces``. References
+    computed here on the structure itself are not.
 
     Raises
     ------
@@ -289,6 +320,7 @@ def compare_phonon_results(
         d_ml = f_ml - res_ml[None]
         scale = scale_through_origin(d_ml.reshape(-1, 3), d_ref.reshape(-1, 3))
         mae = force_mae(d_ml.reshape(-1, 3), d_ref.reshape(-1, 3))
+        consistency = force_consistency(setup.displacements, d_ref, d_ml)
     except ValueError as exc:
         raise InputError(f"{material_id}: {exc}") from exc
     first = refs[ids[0]]
@@ -298,6 +330,12 @@ def compare_phonon_results(
         flags.append(
             f"relaxed: each method on its own relaxed structure (volume {a_ml:.2f} Å^3 against the "
             f"reference's {a_ref:.2f} Å^3 per unit cell); forces compared displacement by displacement"
+        )
+    problems = consistency.problems() if sources else []
+    if problems:
+        flags.append(
+            "implausible_forces: " + "; ".join(problems) + ": the reference forces may not belong "
+            "to this structure (another material's forces? atoms in another order?)"
         )
     if cmp.imaginary_fraction > 0 and cmp.imaginary_fraction_ref == 0:
         flags.append(

@@ -1,4 +1,5 @@
-"""Pick frames from an MD trajectory: stratified by energy, then some strained (the paper's protocol)."""
+"""Pick frames from an MD trajectory: stratified by energy (the paper's protocol) or diverse in the
+model's structure features (DIRECT), then some strained."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from softening.analysis.sampling import assign_strains, stratified_energy_indice
 from softening.errors import InputError
 from softening.makers.base import softening_job
 from softening.schemas import FrameSelection, FrameSpec, MDResult
+
+#: How frames are picked from a trajectory: one per potential-energy bin (the paper), or one per
+#: BIRCH cluster of the PCA-reduced structure features of the MD's model (DIRECT, Qi et al. 2024).
+SELECTION_METHODS = ("stratified-energy", "diverse")
 
 
 @dataclass
@@ -33,6 +38,11 @@ class FrameSelectionMaker(Maker):
         Isotropic strain magnitude (fraction; 0.03 = 3 %).
     seed
         Seed of the choice within energy bins and of the strained frames.
+    method
+        One of :data:`SELECTION_METHODS`.
+    model
+        ``diverse``: the uMLIP whose structure features are clustered (default: the one that
+        drove the MD).
     """
 
     name: str = "select frames"
@@ -41,8 +51,14 @@ class FrameSelectionMaker(Maker):
     n_strained_minus: int = 2
     strain: float = 0.03
     seed: int = 0
+    method: str = "stratified-energy"
+    model: str | None = None
 
     def __post_init__(self) -> None:
+        if self.method not in SELECTION_METHODS:
+            raise InputError(
+                f"frame selection must be one of {', '.join(SELECTION_METHODS)}, got {self.method!r}"
+            )
         if self.n_frames < 1:
             raise InputError(f"frames must be >= 1, got {self.n_frames}")
         if self.n_strained_plus + self.n_strained_minus > self.n_frames:
@@ -77,16 +93,28 @@ def select_frames(md: MDResult, maker: FrameSelectionMaker) -> FrameSelection:
             "run more steps or lower the stride"
         )
     e_per_atom = np.asarray(traj.energies) / n_atoms
-    picked = stratified_energy_indices(e_per_atom, maker.n_frames, seed=maker.seed)
+    species = [site.species for site in md.structure]
+
+    def structure(idx: int) -> Structure:
+        return Structure(
+            Lattice(traj.cells[idx]), species, traj.positions[idx], coords_are_cartesian=True
+        )
+
+    if maker.method == "diverse":
+        from softening.analysis.learning_curve import direct_select
+        from softening.models import load_model
+
+        model = load_model(maker.model or md.model.path or md.model.name)
+        features = model.backend.features(model, [structure(i) for i in range(len(traj.steps))])
+        picked = direct_select(features, maker.n_frames, seed=maker.seed)
+    else:
+        picked = stratified_energy_indices(e_per_atom, maker.n_frames, seed=maker.seed)
     strains = assign_strains(
         maker.n_frames, maker.n_strained_plus, maker.n_strained_minus, maker.strain, seed=maker.seed
     )
-    species = [site.species for site in md.structure]
     frames = []
     for i, (idx, eps) in enumerate(zip(picked, strains, strict=True)):
-        s = Structure(
-            Lattice(traj.cells[idx]), species, traj.positions[idx], coords_are_cartesian=True
-        )
+        s = structure(idx)
         if eps:
             s.apply_strain(eps)  # isotropic: lattice and positions scale by (1 + eps)
         frames.append(
@@ -101,5 +129,5 @@ def select_frames(md: MDResult, maker: FrameSelectionMaker) -> FrameSelection:
             )
         )
     return FrameSelection(
-        material_id=md.material_id, formula=md.formula, frames=frames, method="stratified-energy"
+        material_id=md.material_id, formula=md.formula, frames=frames, method=maker.method
     )

@@ -29,6 +29,8 @@ from softening.analysis.surfaces import (
     MIN_VACUUM,
     bulk_units,
     compare_surface_energies,
+    implausible_surface_energy,
+    largest_gaps,
     surface_area,
     surface_energy,
     vacuum_axis,
@@ -155,8 +157,10 @@ def compare_surface_results(
     Raises
     ------
     CalculationError
-        The bulk frame lacks a reference or model energy (a rerun computes it). Slabs without one
-        are skipped with the reason.
+        The bulk frame lacks a reference or model energy (a rerun computes it). Slabs without one,
+        or with a surface energy that is not physical on either side
+        (:func:`~softening.analysis.surfaces.implausible_surface_energy`), are skipped with the
+        reason.
     """
     umlip = UMLIPResults.model_validate(umlip)
     material = inputs["material"]
@@ -184,6 +188,15 @@ def compare_surface_results(
             continue
         g_ref = surface_energy(refs[fid].energy, s["n_atoms"], e_bulk_ref, s["area"])
         g = surface_energy(mls[fid].energy, s["n_atoms"], e_bulk, s["area"])
+        # A broken energy or area gives 1e300 J/m^2: left out with the reason, not averaged.
+        why = [
+            f"{side} {problem}"
+            for side, value in (("reference", g_ref), (umlip.model.name, g))
+            if (problem := implausible_surface_energy(value * J_PER_M2_PER_EV_PER_A2))
+        ]
+        if why:
+            skipped.append(f"{s['description'] or fid}: {'; '.join(why)}")
+            continue
         rows.append(
             SurfaceRow(
                 frame_id=fid,
@@ -367,13 +380,19 @@ def generate_slabs(
     except Exception:  # noqa: BLE001 - no guess (e.g. an intermetallic): treated as neutral
         charged = conventional
     for hkl in facets:
-        gen = SlabGenerator(
-            charged, hkl, min_slab_size, min_vacuum_size, center_slab=True, primitive=True,
-            lll_reduce=True, in_unit_planes=False,
-        )  # fmt: skip
+        label = f"({' '.join(map(str, hkl))})"
+        try:
+            gen = SlabGenerator(
+                charged, hkl, min_slab_size, min_vacuum_size, center_slab=True, primitive=True,
+                lll_reduce=True, in_unit_planes=False,
+            )  # fmt: skip
+            candidates = gen.get_slabs(symmetrize=False)
+        except Exception as exc:  # noqa: BLE001 - pymatgen's own failure: this facet only
+            skipped.append(f"{label}: pymatgen could not cut it ({type(exc).__name__}: {exc})")
+            continue
         reasons = []
         chosen = None
-        for slab in gen.get_slabs(symmetrize=False):
+        for slab in candidates:
             if slab.is_polar():
                 reasons.append("polar")
                 continue
@@ -388,7 +407,6 @@ def generate_slabs(
             chosen = Structure.from_sites(slab.get_sorted_structure(), to_unit_cell=True)
             chosen.remove_oxidation_states()
             break
-        label = f"({' '.join(map(str, hkl))})"
         if chosen is None:
             why = ", ".join(sorted(set(reasons))) or "no termination"
             skipped.append(f"{label}: every termination is {why}")
@@ -479,7 +497,23 @@ class SurfaceMaker(PropertyFlowMaker):
     unrelaxed_with_relaxed: ClassVar[bool] = False
 
     def inputs(self, structure: Structure, material_id: str) -> tuple[dict, list[FrameSpec]]:
-        """The slabs of ``structure`` and the bulk frame."""
+        """The slabs of ``structure`` and the bulk frame.
+
+        Raises
+        ------
+        InputError
+            ``structure`` is not a bulk crystal (an empty gap of :data:`MIN_VACUUM` Å or more
+            along a cell vector: already a slab, a molecule or atoms in a box), or no facet has a
+            symmetric, non-polar, stoichiometric slab.
+        """
+        gaps = largest_gaps(structure.lattice.matrix, structure.frac_coords)
+        if gaps.max() >= MIN_VACUUM:
+            axis = "abc"[int(gaps.argmax())]
+            raise InputError(
+                f"{material_id}: not a bulk crystal: {gaps.max():.1f} Å of empty space along "
+                f"{axis} (a slab, a molecule or atoms in a box); surfaces are cut from the bulk "
+                "structure: give the bulk crystal"
+            )
         slabs, skipped = generate_slabs(
             structure, self.max_index, self.min_slab_size, self.min_vacuum_size, self.miller
         )

@@ -126,9 +126,12 @@ def _inside_mpi() -> bool:
 _BUILD: Callable | None = None
 
 
-def _init_worker(build: Callable) -> None:
+def _init_worker(build: Callable, parent: int) -> None:
     import torch
 
+    from softening.processes import exit_with_parent
+
+    exit_with_parent(parent)  # a graph builder whose parent is killed ends too
     global _BUILD
     _BUILD = build
     torch.set_num_threads(1)  # the parent's threads belong to the model
@@ -155,7 +158,10 @@ def iter_graphs(build: Callable, structures: Sequence[Structure], workers: int) 
         return
     chunk = max(1, min(8, len(structures) // (4 * workers)))
     pool = ProcessPoolExecutor(
-        workers, mp_context=get_context("fork"), initializer=_init_worker, initargs=(build,)
+        workers,
+        mp_context=get_context("fork"),
+        initializer=_init_worker,
+        initargs=(build, os.getpid()),
     )
     try:
         results = pool.map(_build_pickled, structures, chunksize=chunk)

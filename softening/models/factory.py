@@ -20,6 +20,7 @@ backends' loaders, so importing this module is cheap.
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +29,9 @@ from softening.errors import ModelError
 from softening.models.backends import Backend, LoadedModel, backends, quiet
 from softening.settings import get_settings
 
-__all__ = ["LoadedModel", "canonical_name", "load_model"]
+__all__ = ["LoadedModel", "canonical_name", "load_model", "looks_like_path", "spec_key"]
+
+logger = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 
@@ -50,25 +53,69 @@ def _resolve_device(device: str | None) -> str:
     return device
 
 
-def _parse_spec(spec: str) -> tuple[Backend, Path | None]:
-    """The backend of a spec, and the existing local path it names (``None``: a model name)."""
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` is written as a path: it holds a path separator (``./chgnet``,
+    ``/abs/model``), starts with ``~``, is ``.`` or ``..``, or ends with a weights file's suffix
+    (``.pth.tar``, ``.model``, ...). Anything else is a model name first."""
+    s = spec.strip()
+    suffixes = tuple(x for b in backends() for x in b.suffixes)
+    return (
+        any(ch in s for ch in "/\\")
+        or s.startswith("~")
+        or s in (".", "..")
+        or s.lower().endswith(suffixes)
+    )
+
+
+def _parse_spec(spec: str, warn: bool = True) -> tuple[Backend, Path | None]:
+    """The backend of a spec, and the existing local path it names (``None``: a model name).
+
+    A spec is a model name unless it is written as a path (:func:`looks_like_path`): a folder or
+    file in the working directory named like a model (``./chgnet/``) never replaces the model of
+    that name (a warning says how to use it). A bare name that no backend knows may still name a
+    local path.
+    """
     s = spec.strip()
     p = Path(s).expanduser()
-    path = p if p.exists() else None
     registered = backends()
-    for backend in registered:
-        if backend.claims(s, path):
-            return backend, path
+    if not looks_like_path(s):
+        for backend in registered:
+            if backend.claims(s, None):
+                if warn and p.exists():
+                    logger.warning(
+                        "--model %s is the model of that name; the %s ./%s here is not used "
+                        "(give ./%s to use it)",
+                        s, "folder" if p.is_dir() else "file", s, s,
+                    )  # fmt: skip
+                return backend, None
+    path = p if p.exists() else None
+    if path is not None:
+        for backend in registered:
+            if backend.claims(s, path):
+                return backend, path
     local = ", ".join(b.local for b in registered if b.local)
     if path is not None:
         if path.is_dir():
             raise ModelError(f"model folder {s!r} holds no model this package reads ({local})")
         raise ModelError(f"cannot tell the model type of {s!r} ({local})")
-    suffixes = tuple(x for b in registered for x in b.suffixes)
-    if any(ch in s for ch in "/\\") or s.lower().endswith(suffixes):
+    if looks_like_path(s):
         raise ModelError(f"model file {s!r} does not exist")
     names = ", ".join(n for b in registered for n in b.names)
     raise ModelError(f"unknown model {s!r}; try {names} or a path to weights")
+
+
+def spec_key(spec: str) -> str:
+    """What ``spec`` resolves to, without loading the model: the absolute path of a local model,
+    else the backend's key of the name (:meth:`~softening.models.backends.Backend.name_key`), so
+    that ``chgnet`` and ``chgnet-0.3.0`` (or a matgl name and its folder) are one model. A spec that
+    names no model is its own key (loading it reports the error)."""
+    try:
+        backend, path = _parse_spec(spec, warn=False)
+    except ModelError:
+        return spec.strip()
+    if path is not None:
+        return str(path.resolve())
+    return backend.name_key(spec)
 
 
 @lru_cache(maxsize=8)

@@ -7,12 +7,18 @@ loaded only when one of these holds:
 1. the user opted in: ``--trust-model-file``, the setting ``trust_model_files`` or the variable
    ``SOFTENING_TRUST_MODEL_FILES=1``;
 2. its SHA-256 is in :data:`KNOWN_MODEL_SHA256` (published weights, built into the package);
-3. its SHA-256 is in the registry the package keeps beside the models it wrote itself
-   (``<store>/models/softening-written-models.json``, see :func:`record_written_model`).
+3. this process wrote the file (:func:`record_written_model`), or vouched for it from a job's output
+   in the user's store (:func:`trust_written_files`);
+4. its SHA-256 is in the registry the package keeps beside the models it wrote
+   (``<store>/models/softening-written-models.json``) of the store the user *named*: ``--store``
+   (:func:`name_store`), ``SOFTENING_STORE`` or ``store:`` in the settings file.
 
-A hash file shipped beside a model proves nothing (whoever wrote the model wrote the hash too), so
-only the registry of the store this package writes to is consulted, and of folders this process
-wrote models into.
+A hash file shipped beside a model proves nothing (whoever wrote the model wrote the hash too), and
+neither does the registry of the default store ``./softening-db`` found in the working directory:
+anyone who can write a folder can write that file there.
+
+Every torch archive is also checked for its unpacked size before it is read
+(:func:`check_archive_size`): a small zip bomb would otherwise fill the memory.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import hashlib
 import json
 import os
 import threading
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,10 +43,14 @@ KNOWN_MODEL_SHA256: dict[str, str] = {}
 #: Name of the registry of model files this package wrote, in a store's ``models`` folder.
 REGISTRY_FILE = "softening-written-models.json"
 
+#: Variable through which ``--store`` names the store to this process and the job processes it
+#: starts (:func:`name_store`): the embedded store folder, absolute.
+NAMED_STORE_ENV = "SOFTENING_NAMED_STORE"
+
 _LOCK = threading.Lock()
-# Folders this process wrote models into (their registries are consulted even when they are not
-# the configured store's, e.g. a CorrectionMaker with its own models_dir).
-_WRITTEN_DIRS: set[Path] = set()
+# SHA-256 of model files this process wrote (or vouched for from a job's output): trusted here
+# whatever folder they lie in, and nothing else of that folder.
+_WRITTEN_SHA: set[str] = set()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -82,9 +93,12 @@ def load_problem(exc: BaseException, path: Path | None = None) -> str:
 
 def is_pickled_code(path: Path) -> bool | None:
     """Whether ``path`` is a torch/pickle file that needs code to load (``True``), one that loads
-    as plain weights (``False``), or not a readable torch file at all (``None``)."""
+    as plain weights (``False``), or not a readable torch file at all (``None``).
+
+    Raises :class:`ModelError` for a file over the size limit (:func:`check_archive_size`)."""
     import torch
 
+    check_archive_size(path)
     try:
         torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -110,10 +124,43 @@ def models_folder(store: str | Path | None = None) -> Path:
     return (Path(spec).expanduser() / "models").resolve()
 
 
-def store_models_dir() -> Path | None:
-    """The :func:`models_folder` of the configured store, or ``None`` for an unusual store spec."""
+def name_store(spec: str | Path) -> None:
+    """Record ``spec`` as the store the user named (``--store``), for this process and the job
+    processes it starts: the registry of model files softening wrote there is trusted.
+
+    Only an embedded store (a folder) has such a registry; a database server's store names none.
+    """
+    from softening.settings import store_kind
+
     try:
-        return models_folder()
+        embedded = store_kind(spec) == "embedded"
+    except Exception:  # an invalid spec: opening the store reports it
+        embedded = False
+    if embedded:
+        os.environ[NAMED_STORE_ENV] = str(Path(spec).expanduser().resolve())
+    else:
+        os.environ.pop(NAMED_STORE_ENV, None)
+
+
+def named_store_models_dir() -> Path | None:
+    """The :func:`models_folder` of the store the user named, or ``None``.
+
+    Named: ``--store`` (:func:`name_store`), ``SOFTENING_STORE`` or ``store:`` in the settings file;
+    ``None`` for the default store (``./softening-db``, found in the working directory) and for a
+    database server's store (its models folder is ``./softening-models``, in the working directory).
+    """
+    from softening.settings import get_settings, store_kind
+
+    spec = os.environ.get(NAMED_STORE_ENV)
+    if not spec:
+        settings = get_settings()
+        if "store" not in settings.model_fields_set:
+            return None
+        spec = settings.store
+    try:
+        if store_kind(spec) != "embedded":
+            return None
+        return models_folder(spec)
     except Exception:  # an unusual spec: no registry rather than an unrelated error here
         return None
 
@@ -133,7 +180,8 @@ def record_written_model(models_dir: str | Path, files: Iterable[str | Path]) ->
     """Record the SHA-256 of model files this package wrote under ``models_dir``.
 
     Call it right after writing a model (the fine-tune code does); later loads of those exact
-    bytes need no opt-in.
+    bytes need no opt-in, in this process, and in any process when ``models_dir`` is the models
+    folder of the store the user named (:func:`named_store_models_dir`).
 
     Parameters
     ----------
@@ -148,20 +196,30 @@ def record_written_model(models_dir: str | Path, files: Iterable[str | Path]) ->
         entries = _registry(folder)
         for f in files:
             p = Path(f).resolve()
-            entries[file_sha256(p)] = str(p.relative_to(folder) if p.is_relative_to(folder) else p)
+            sha = file_sha256(p)
+            entries[sha] = str(p.relative_to(folder) if p.is_relative_to(folder) else p)
+            _WRITTEN_SHA.add(sha)
         tmp = folder / f".{REGISTRY_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
         tmp.replace(folder / REGISTRY_FILE)  # atomic: a reader never sees half a file
-        _WRITTEN_DIRS.add(folder)
 
 
-def trust_models_dir(models_dir: str | Path) -> None:
-    """Also consult the registry of ``models_dir`` in this process.
+def trust_written_files(files: Iterable[str | Path], sha256: str | None) -> bool:
+    """Trust ``files`` in this process when their :func:`sha256_of` is ``sha256``.
 
-    For a folder this package chose itself (a correction job's ``models_dir``, recorded in the
-    job's output in the user's store), never for a folder named by a file that came with a model.
+    For a model a job of the same flow wrote in another process: ``sha256`` comes from that job's
+    output in the user's store, so the files are the bytes the job wrote, not ones put beside them.
+
+    Returns
+    -------
+    bool
+        Whether the hash matched (the files are then trusted).
     """
-    _WRITTEN_DIRS.add(Path(models_dir).resolve())
+    files = [Path(f) for f in files]
+    if not sha256 or not files or sha256_of(files) != sha256:
+        return False
+    _WRITTEN_SHA.update(file_sha256(f) for f in files)
+    return True
 
 
 def trust_opted_in() -> bool:
@@ -195,18 +253,19 @@ def why_trusted(path: str | Path, trust: bool = False) -> str | None:
     Returns
     -------
     str or None
-        ``"opt-in"``, ``"known weights: ..."`` or ``"written by softening"``; ``None``: refuse.
+        ``"opt-in"``, ``"known weights: ..."``, ``"written by softening"`` (this process) or
+        ``"written by softening into <store>"``; ``None``: refuse.
     """
     if trust or trust_opted_in():
         return "opt-in"
     sha = file_sha256(path)
     if sha in KNOWN_MODEL_SHA256:
         return f"known weights: {KNOWN_MODEL_SHA256[sha]}"
-    folders = set(_WRITTEN_DIRS)
-    if (own := store_models_dir()) is not None:
-        folders.add(own)
-    if any(sha in _registry(folder) for folder in folders):
+    if sha in _WRITTEN_SHA:
         return "written by softening"
+    named = named_store_models_dir()
+    if named is not None and sha in _registry(named):
+        return f"written by softening into {named.parent}"
     return None
 
 
@@ -231,13 +290,69 @@ def check_pickle_allowed(path: str | Path, what: str, trust: bool = False) -> st
     ------
     ModelError
         Not opted in, and the file's hash is neither a known published model's nor one this
-        package wrote; the message says how to opt in.
+        package wrote into the store the user named; the message says how to opt in.
     """
     reason = why_trusted(path, trust)
     if reason is None:
         raise ModelError(
             f"{what} {str(path)!r} is a whole pickled model: loading it runs code from the file, "
-            "and its SHA-256 is not one of known published weights nor of a model softening wrote; "
-            "if you trust the file, pass --trust-model-file (or set SOFTENING_TRUST_MODEL_FILES=1)"
+            "and its SHA-256 is not one of known published weights nor of a model softening wrote "
+            "into the store you named (--store or SOFTENING_STORE; the registry of a default "
+            "./softening-db found here is not trusted); if you trust the file, pass "
+            "--trust-model-file (or set SOFTENING_TRUST_MODEL_FILES=1)"
         )
     return reason
+
+
+#: Largest ratio of a model archive's unpacked size to its size on disk (torch stores its members
+#: uncompressed, ratio 1; weights compressed by other tools shrink by less than 2x).
+MAX_PACKING = 20
+#: Unpacked sizes below this are never a bomb worth refusing, bytes.
+MIN_PACKED_CHECK = 32 * 1024**2
+
+
+def max_model_bytes() -> int:
+    """The largest unpacked size of a model file, bytes (the setting ``max_model_gb``)."""
+    from softening.settings import get_settings
+
+    return int(float(get_settings().max_model_gb) * 1e9)
+
+
+def check_archive_size(path: str | Path) -> None:
+    """Refuse a model file that would unpack to more than ``max_model_gb`` before it is read.
+
+    torch writes zip archives (its members stored, not compressed); the sizes their members
+    declare are what torch's reader allocates and inflates, so a few MB of deflated zeros (a zip
+    bomb) would take minutes and many GB of memory before any error. Refused: a declared size
+    over ``max_model_gb``, or over :data:`MAX_PACKING` times the file's own size (weights do not
+    compress like that; only a bomb does). A file that is not a zip archive is judged by its own
+    size. Unreadable archives pass: torch's reader says what is wrong.
+
+    Raises
+    ------
+    ModelError
+        One line naming the file, its unpacked size and the limit.
+    """
+    path = Path(path)
+    limit = max_model_bytes()
+    try:
+        on_disk = path.stat().st_size
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                size = sum(max(0, info.file_size) for info in archive.infolist())
+        else:
+            size = on_disk
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return
+    if size > limit:
+        raise ModelError(
+            f"model file {str(path)!r} unpacks to {size / 1e9:.3g} GB, over the limit of "
+            f"{limit / 1e9:g} GB (setting max_model_gb, SOFTENING_MAX_MODEL_GB): refused before "
+            "reading it (a zip bomb, or a model larger than any this package knows)"
+        )
+    if size > max(MIN_PACKED_CHECK, MAX_PACKING * on_disk):
+        raise ModelError(
+            f"model file {str(path)!r} unpacks to {size / 1e9:.3g} GB from {on_disk / 1e6:.3g} MB "
+            f"(over {MAX_PACKING}x; the limit of model files is {limit / 1e9:g} GB, setting "
+            "max_model_gb): a zip bomb, refused before reading it; torch stores weights unpacked"
+        )

@@ -22,13 +22,14 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-import bson
-import msgpack
 import orjson
 from maggma.core import Sort, Store
 from maggma.stores import GridFSStore
 from maggma.stores.gridfs import files_collection_fields
 from monty.json import jsanitize
+
+# The one msgpack codec of the stores; re-exported here, where it was first written.
+from softening.stores.sqlite.codec import pack, unpack
 
 __all__ = ["ChunkedStore", "GridFSDataStore", "pack", "unpack"]
 
@@ -40,32 +41,6 @@ DEFAULT_INLINE_BYTES = 1024 * 1024
 # zlib level 1: ~1 s per 120 MB of float text against ~7 s at the default level 6, for ~7 % more
 # bytes (measured on 10,000 x 200 x 3 random float64).
 DEFAULT_COMPRESS_LEVEL = 1
-
-
-def pack(obj: Any) -> tuple[bytes, str]:
-    """Serialise ``obj`` exactly, fast: msgpack, or BSON for types msgpack lacks (datetimes...).
-
-    msgpack keeps float64 bit-exact, NaN and inf included, and packs a (10000, 200, 3) nested list
-    in ~0.2 s (JSON: ~3 s with the standard library).
-
-    Returns
-    -------
-    tuple[bytes, str]
-        The bytes and the encoding name (``"msgpack"`` or ``"bson"``) that :func:`unpack` needs.
-    """
-    try:
-        return msgpack.packb(obj, use_bin_type=True), "msgpack"
-    except (TypeError, ValueError, OverflowError):
-        return bson.encode({"v": obj}), "bson"
-
-
-def unpack(raw: bytes, encoding: str) -> Any:
-    """Inverse of :func:`pack`."""
-    if encoding == "msgpack":
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    if encoding == "bson":
-        return bson.decode(raw)["v"]
-    raise ValueError(f"unknown blob encoding {encoding!r}")
 
 
 class ChunkedStore(Store):

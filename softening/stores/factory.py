@@ -11,7 +11,9 @@ A store spec (``--store`` on the command line, the ``store`` setting otherwise) 
   GridFS (``data.files`` / ``data.chunks``) through
   :class:`~softening.stores.chunked.GridFSDataStore`; a URI without a database uses the
   ``mongo_database`` setting, one without credentials the ``mongo_username`` / ``mongo_password``
-  settings;
+  settings, one naming a user without password (``mongodb://alice@host/db``) ``mongo_password``.
+  Anything else that looks like a URI (``mongodb:/host``, ``user:pw@host``) is refused, never
+  taken as a folder (:func:`~softening.settings.store_kind`);
 - ``mongodb``: the same, connection from the ``mongo_*`` settings (``SOFTENING_MONGO_HOST``...);
 - a ``.yaml`` / ``.yml`` / ``.json`` file: a jobflow JobStore config (``docs_store`` plus
   ``additional_stores: {data: ...}``, optionally under a ``JOB_STORE`` key as in jobflow's own
@@ -179,7 +181,9 @@ def _embedded(spec: str) -> SofteningJobStore:
             "config"
         )
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # Resolved: a link to a folder not made yet gets its folder (store_kind() has checked
+        # that the target is no system folder).
+        path.resolve().mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create the store folder {spec!r}: {exc.strerror}") from None
     folder = str(path.resolve())
@@ -215,12 +219,7 @@ def _mongodb(spec: str) -> SofteningJobStore:
         return SofteningJobStore(docs, additional_stores={"data": data})
 
     database = _uri_database(spec) or s.mongo_database
-    if not _uri_has_credentials(spec) and s.mongo_username:
-        # Credentials from the environment rather than the command line (where `ps` shows them).
-        client_kwargs["username"] = s.mongo_username
-        if s.mongo_password:
-            client_kwargs["password"] = s.mongo_password.get_secret_value()
-        client_kwargs["authSource"] = s.mongo_auth_source or database
+    client_kwargs.update(_env_credentials(spec, database))
     docs = MongoStore(
         database, DOCS_COLLECTION, uri=spec, key="uuid", mongoclient_kwargs=client_kwargs
     )
@@ -244,9 +243,39 @@ def _uri_database(uri: str) -> str | None:
         raise InputError(f"store {redact(uri)!r}: {_one_line(exc, uri)}") from None
 
 
-def _uri_has_credentials(uri: str) -> bool:
-    netloc = uri.split("://", 1)[1].split("/", 1)[0]
-    return "@" in netloc
+def _uri_userinfo(uri: str) -> tuple[str | None, bool]:
+    """The user named in a MongoDB URI (``None`` when none) and whether it holds a password."""
+    netloc = uri.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    if "@" not in netloc:
+        return None, False
+    userinfo = netloc.rsplit("@", 1)[0]
+    return userinfo.split(":", 1)[0], ":" in userinfo
+
+
+def _env_credentials(uri: str, database: str) -> dict[str, Any]:
+    """pymongo client options with the credentials the settings add to a URI.
+
+    Credentials come from the environment rather than the command line (where ``ps`` shows
+    them): a URI without a user gets ``mongo_username`` and ``mongo_password``; a URI with a user
+    but no password (``mongodb://alice@host/db``) gets ``mongo_password``. A password in the URI
+    itself wins. They go to ``MongoClient`` as ``username`` / ``password`` options (taken as they
+    are, so no character needs quoting), never into the URI, which maggma shows as the store's
+    name.
+    """
+    s = get_settings()
+    user, has_password = _uri_userinfo(uri)
+    password = s.mongo_password.get_secret_value() if s.mongo_password else None
+    kwargs: dict[str, Any] = {}
+    if user is None and s.mongo_username:
+        kwargs["username"] = s.mongo_username
+        if password:
+            kwargs["password"] = password
+    elif user is not None and not has_password and password:
+        kwargs["password"] = password
+    if kwargs and "authsource=" not in uri.lower():
+        # The URI's own authSource option wins; else the setting, else the store's database.
+        kwargs["authSource"] = s.mongo_auth_source or database
+    return kwargs
 
 
 def _from_config(spec: str) -> SofteningJobStore:

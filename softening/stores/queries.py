@@ -368,8 +368,9 @@ class ReportSelection:
         Per model name, the per-material results (pooled ones left out): the scale distribution.
     mae_vs_cmae
         Per model name, the per-material results whose cMAE means something: the MAE-vs-cMAE
-        figure (cMAE divides by the scale; where its 95 % CI reaches 0 the forces are
-        uncorrelated and the point would squash every other one into a corner).
+        figure (cMAE divides by the scale; where its 95 % CI reaches 0 or lies below it the
+        forces are uncorrelated or anticorrelated, and the point would squash every other one
+        into a corner).
     excluded
         ``"material_id (model)"`` of the results left out of MAE vs cMAE for that reason.
     label_points

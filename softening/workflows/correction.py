@@ -34,7 +34,8 @@ class CorrectionOptions:
     train_frames
         Frames per material to fit on; the rest are held out.
     frame_choice
-        ``highest-energy``, ``largest-force`` or ``random``.
+        ``highest-energy``, ``largest-force``, ``random`` or ``diverse`` (DIRECT on the model's
+        structure features).
     epochs
         Fine-tuning epochs (the paper: 100).
     replay
@@ -87,7 +88,7 @@ class CorrectionOptions:
             An unknown model, or an element it lacks.
         """
         from softening.datasets.references import frames_to_references, labelled_frames
-        from softening.makers.finetune import CorrectionMaker, models_folder, split_frames
+        from softening.makers.finetune import CorrectionMaker, check_split, models_folder
         from softening.models.finetune import FineTuneSettings
         from softening.stores.factory import resolve_store_spec
         from softening.workflows.inputs import load_checked_models
@@ -113,7 +114,7 @@ class CorrectionOptions:
         )
         _, refs = frames_to_references(frames)
         # Too few frames: fail before any work.
-        split_frames(refs, self.train_frames, self.frame_choice, self.seed)
+        check_split(refs, self.train_frames)
         return CorrectionFlowMaker(correction_maker=maker).make(refs)
 
 

@@ -19,7 +19,6 @@ this module; :func:`page_data` builds its data (no store needed), :func:`write_p
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -463,8 +462,8 @@ def _notes(
     if selection.excluded:
         notes.append(
             f"{len(selection.excluded)} result(s) left out of MAE vs cMAE: their scale CI "
-            "reaches 0 (forces uncorrelated, cMAE meaningless); they are in the table (flag "
-            "filter: 'not in MAE vs cMAE')."
+            "reaches 0 or lies below it (forces uncorrelated or anticorrelated, cMAE "
+            "meaningless); they are in the table (flag filter: 'not in MAE vs cMAE')."
         )
     return notes
 
@@ -603,8 +602,11 @@ def _filter_text(where: ResultFilter) -> str:
 
 
 def _json_text(data: Any) -> str:
-    """Compact JSON safe inside a ``<script>`` element (no ``<`` at all, so no ``</script>``)."""
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    """Compact strict JSON (non-finite numbers as ``null``) safe inside a ``<script>`` element (no
+    ``<`` at all, so no ``</script>``)."""
+    from softening.jsonio import dumps
+
+    return dumps(data, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def _template() -> str:

@@ -161,9 +161,8 @@ def learning_curve_summary(docs: Sequence[Any], out: Path | None = None) -> dict
     ``{"models": {NAME: {"points", "curves", "held_out": {"n_frames", "materials"}, "before",
     "skipped", "figure"}}}``; scale unitless, MAE and cMAE eV/Å, energy MAE eV/atom.
     """
-    import json
-
     from softening.analysis.plots import learning_curve_plot
+    from softening.jsonio import write_json
     from softening.naming import safe_filename
 
     models = {}
@@ -187,5 +186,5 @@ def learning_curve_summary(docs: Sequence[Any], out: Path | None = None) -> dict
     summary = {"models": models}
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "learning-curve.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json(Path(out) / "learning-curve.json", summary, indent=2, default=str)
     return summary

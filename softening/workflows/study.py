@@ -13,11 +13,12 @@ property), checks them against the structures and builds the flow (:meth:`StudyO
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from softening.jsonio import write_json
 
 if TYPE_CHECKING:
     from jobflow import Flow, JobStore
@@ -44,6 +45,9 @@ class StudyOptions:
         MD: K, steps, fs, steps between stored frames.
     frames, strained
         Frames labelled per material; of them, strained by +3 % and as many by -3 %.
+    frame_selection
+        How frames are picked from the MD: ``stratified-energy`` (the paper: one per energy bin) or
+        ``diverse`` (DIRECT on the MD model's structure features).
     ecut, kspacing
         GPAW plane-wave cutoff (eV) and k-point spacing (1/Å, 2π included).
     seed
@@ -71,6 +75,7 @@ class StudyOptions:
     stride: int = 10
     frames: int = 10
     strained: int = 2
+    frame_selection: str = "stratified-energy"
     ecut: float = 500.0
     kspacing: float = 0.25
     seed: int = 0
@@ -146,6 +151,8 @@ class StudyOptions:
                 n_strained_plus=self.strained,
                 n_strained_minus=self.strained,
                 seed=self.seed,
+                method=self.frame_selection,
+                model=self.md_model,
             ),  # fmt: skip
             reference_maker=reference_maker,
             umlip_maker=UMLIPStaticMaker(),
@@ -238,7 +245,7 @@ class StudyOutcome:
         """
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(self.summary, indent=2))
+        write_json(out / "summary.json", self.summary, indent=2)  # strict: NaN as null
         return study_parity_plot(self.docs, out / "parity.png")
 
 

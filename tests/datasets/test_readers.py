@@ -316,7 +316,8 @@ def test_extxyz_plain_keys_ids_and_voigt_stress(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="occurs twice"):
         read_frames(path)
     second = atoms.copy()
-    second.calc = SinglePointCalculator(second, energy=-10.8, forces=forces, stress=voigt)
+    # Another frame (the same content under another id would be refused as a repeat).
+    second.calc = SinglePointCalculator(second, energy=-10.7, forces=forces, stress=voigt)
     second.info.update(frame_id="b")
     ase.io.write(path, [atoms, second], format="extxyz")
     frames = read_frames(path)

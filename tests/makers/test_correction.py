@@ -341,3 +341,22 @@ def test_mace_finetune_runs(tiny_mace, tmp_path, monkeypatch):
     scaled = fit_correction(refs, CorrectionMaker(model=str(tiny_mace), models_dir=str(tmp_path)))
     doc = verify_correction(refs, scaled)
     assert doc.after["scale"] == pytest.approx(scaled.factor * doc.before["scale"], rel=1e-6)
+
+
+@needs(SI)
+def test_diverse_frame_choice_picks_one_frame_per_feature_cluster(tmp_path):
+    from softening.analysis.learning_curve import direct_select
+    from softening.models import load_model
+
+    refs = _refs("843")
+    corr = fit_correction(
+        refs, CorrectionMaker(frame_choice="diverse", train_frames=2, models_dir=str(tmp_path))
+    )
+    # The same frames as DIRECT on CHGNet's own structure features, computed independently.
+    model = load_model("chgnet")
+    feats = model.backend.features(model, [r.structure for r in refs])
+    keys = [f"{r.material_id}/{r.frame_id}" for r in refs]
+    assert corr.train_frames == [keys[i] for i in direct_select(feats, 2, seed=0)]
+    assert corr.frame_choice == "diverse" and len(corr.held_out_frames) == len(refs) - 2
+    with pytest.raises(InputError, match="diverse"):
+        CorrectionMaker(frame_choice="smart")

@@ -33,11 +33,16 @@ def test_stream_gives_the_frames_read_frames_gives(path):
 def _wbm_records(n_materials: int) -> dict:
     data = json.loads(gzip.open(WBM_JSON).read())
     mid, frames = next(iter(data.items()))
-    # Copies (json round trip): every material gets records of its own.
-    return {
+    # Copies (json round trip): every material gets records of its own, its energies shifted (the
+    # same frame twice would be refused as a repeat).
+    out = {
         f"m{i}": {f"m{i}-{k}": json.loads(json.dumps(rec)) for k, rec in enumerate(frames.values())}
         for i in range(n_materials)
     }
+    for i, records in enumerate(out.values()):
+        for rec in records.values():
+            rec["vasp_e"] += i
+    return out
 
 
 @needs(WBM_JSON)

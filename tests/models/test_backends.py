@@ -128,3 +128,12 @@ def test_saved_copy_reloads_with_the_same_forces(model, tmp_path):
         model.factor,
     )
     assert np.abs(evaluate_structures(reloaded, s)[0].forces - before).max() < 1e-5
+
+
+def test_structure_features_tell_frames_apart(model):
+    # What --choice diverse clusters: one finite row per structure, equal for equal structures.
+    feats = model.backend.features(model, [_si(0), _si(0), _si(3), _si(1, (2, 1, 1))])
+    assert feats.ndim == 2 and feats.shape[0] == 4 and feats.shape[1] > 1
+    assert np.isfinite(feats).all()
+    assert np.allclose(feats[0], feats[1])
+    assert not np.allclose(feats[0], feats[2])

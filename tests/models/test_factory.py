@@ -362,13 +362,13 @@ def test_mace_file_trust_rules(tiny_mace, tmp_path, monkeypatch):
         load_model(str(copy))
     # A registry shipped beside the model proves nothing.
     trust.record_written_model(copy.parent, [copy])
-    trust._WRITTEN_DIRS.discard(copy.parent.resolve())
+    trust._WRITTEN_SHA.clear()  # written by another process: only the registry file is left
     with pytest.raises(ModelError, match="--trust-model-file"):
         load_model(str(copy))
-    # Recorded in the store's models folder (where softening writes models): trusted.
+    # Recorded in the models folder of the store named (SOFTENING_STORE here): trusted.
     store_models = Path(get_settings().store) / "models"
     trust.record_written_model(store_models, [copy])
-    trust._WRITTEN_DIRS.discard(store_models.resolve())
+    trust._WRITTEN_SHA.clear()
     assert load_model(str(copy), dtype="float64").family == "mace"
     (store_models / trust.REGISTRY_FILE).unlink()
     _load_cached.cache_clear()

@@ -94,6 +94,32 @@ def test_every_type_round_trips(tmp_path):
     assert size < 9 * len(floats)
 
 
+def test_stored_bytes_are_those_of_every_version():
+    """The bytes of a body and of a chunked blob, as written since the first SQLite version: stores
+    on disk keep reading, and older versions read what this one writes (one codec for both)."""
+    from softening.stores import chunked
+    from softening.stores.sqlite import codec, decode, encode
+
+    doc = {"uuid": "u", "at": datetime(2024, 1, 2, 3, 4, 5), "day": date(2024, 1, 2),
+           "n": 2**70, "x": [1.5, float("nan")], "b": b"\x00"}  # fmt: skip
+    body = (
+        b"\x86\xa4uuid\xa1u\xa2at\xc7\x13\x012024-01-02T03:04:05\xa3day\xc7\n\x042024-01-02"
+        b"\xa1n\xc7\x16\x031180591620717411303424\xa1x\x92\xcb?\xf8\x00\x00\x00\x00\x00\x00"
+        b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\xa1b\xc4\x01\x00"
+    )
+    assert encode(doc) == (0, body)
+    back = decode(0, body)
+    assert math.isnan(back["x"].pop()) and back == {**doc, "x": [1.5]}
+    assert chunked.pack is codec.pack and chunked.unpack is codec.unpack
+    assert chunked.pack([1.5, 2]) == (b"\x92\xcb?\xf8\x00\x00\x00\x00\x00\x00\x02", "msgpack")
+    blob = {"x": [1.5], "at": datetime(2024, 1, 2)}
+    raw = (
+        b",\x00\x00\x00\x03v\x00$\x00\x00\x00\x04x\x00\x10\x00\x00\x00\x010\x00\x00\x00\x00\x00"
+        b"\x00\x00\xf8?\x00\tat\x00\x00Px\xc7\x8c\x01\x00\x00\x00\x00"
+    )
+    assert chunked.pack(blob) == (raw, "bson") and chunked.unpack(raw, "bson") == blob
+
+
 def test_numpy_values_are_stored_as_lists(tmp_path):
     import numpy as np
 
@@ -326,6 +352,27 @@ def test_pickle_and_fork(tmp_path):
     assert store.count() == 2 and check_integrity(tmp_path) == []
 
 
+def test_serialized_store_loads_by_either_module_path(tmp_path):
+    """``@module`` names the package, as before it was split into modules; the module that now
+    holds the class loads too, alone and inside a serialized JobStore."""
+    from monty.json import MontyDecoder, MontyEncoder
+
+    store = SQLiteStore(str(tmp_path), "outputs", indexed_fields=["output.formula"])
+    spec = store.as_dict()
+    assert spec["@module"] == "softening.stores.sqlite"
+    for module in ("softening.stores.sqlite", "softening.stores.sqlite.store"):
+        back = MontyDecoder().process_decoded({**spec, "@module": module})
+        assert isinstance(back, SQLiteStore) and back == store
+        assert back.indexed_fields == ["output.formula"]
+    text = json.dumps(get_job_store(tmp_path / "db"), cls=MontyEncoder)
+    assert '"softening.stores.sqlite"' in text
+    for module in ("softening.stores.sqlite", "softening.stores.sqlite.store"):
+        job_store = json.loads(text.replace('"softening.stores.sqlite"', f'"{module}"'),
+                               cls=MontyDecoder)  # fmt: skip
+        assert isinstance(job_store.docs_store, SQLiteStore)
+        assert job_store.docs_store.path == database_path(tmp_path / "db")
+
+
 # ---- crashes and concurrent writers --------------------------------------------------------------
 
 _WRITER = """
@@ -392,11 +439,11 @@ def test_filesystem_detection(tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTENING_STORE_FS", "local")
     assert not is_network_filesystem(tmp_path)
     monkeypatch.delenv("SOFTENING_STORE_FS")
-    monkeypatch.setattr("softening.stores.sqlite.filesystem_type", lambda p: "nfs4")
+    monkeypatch.setattr("softening.stores.sqlite.lock.filesystem_type", lambda p: "nfs4")
     assert is_network_filesystem(tmp_path)
-    monkeypatch.setattr("softening.stores.sqlite.filesystem_type", lambda p: "fuse.sshfs")
+    monkeypatch.setattr("softening.stores.sqlite.lock.filesystem_type", lambda p: "fuse.sshfs")
     assert is_network_filesystem(tmp_path)
-    monkeypatch.setattr("softening.stores.sqlite.filesystem_type", lambda p: "ext4")
+    monkeypatch.setattr("softening.stores.sqlite.lock.filesystem_type", lambda p: "ext4")
     assert not is_network_filesystem(tmp_path)
 
 

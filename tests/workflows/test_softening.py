@@ -253,3 +253,31 @@ def test_store_with_formula_ids_resumes_under_new_ids(store):
     assert {r["output"]["material_id"] for r in refs} == {new.material_id}
     md = store.query_one({"output.@class": "MDResult", "uuid": flow.jobs[0].jobs[0].uuid})
     assert md["output"]["reused"] is True and md["output"]["material_id"] == new.material_id
+
+
+def test_diverse_selection_picks_the_direct_frames_of_the_md(store):
+    from softening.analysis.learning_curve import direct_select
+    from softening.errors import InputError
+    from softening.models import load_model
+    from softening.schemas import MDResult
+
+    fm = _flow_maker(ReferenceStaticMaker(calculator="emt"), n_frames=4)
+    fm.select_maker = FrameSelectionMaker(
+        n_frames=4, n_strained_plus=1, n_strained_minus=1, method="diverse", model="chgnet"
+    )
+    run_locally(fm.make([_cu8()]), store=store, log=False, ensure_success=True)
+    sel = store.query_one({"output.@class": "FrameSelection"})["output"]
+    md = MDResult.model_validate(
+        store.query_one({"output.@class": "MDResult"}, load=True)["output"]
+    )
+    traj = md.trajectory
+    structures = [
+        Structure(Lattice(c), [s.species for s in md.structure], p, coords_are_cartesian=True)
+        for c, p in zip(traj.cells, traj.positions, strict=True)
+    ]
+    model = load_model("chgnet")
+    expected = direct_select(model.backend.features(model, structures), 4, seed=0)
+    assert sel["method"] == "diverse"
+    assert [f["md_step"] for f in sel["frames"]] == [traj.steps[i] for i in expected]
+    with pytest.raises(InputError, match="diverse"):
+        FrameSelectionMaker(method="smart")

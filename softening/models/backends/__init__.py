@@ -25,6 +25,7 @@ import importlib
 import io
 import logging
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from softening.errors import ModelError
-from softening.schemas import ModelInfo
+from softening.schemas import Flag, ModelInfo
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -102,6 +103,12 @@ class Backend(ABC):
         one with :meth:`calculator`."""
         return None
 
+    def name_key(self, spec: str) -> str:
+        """What the model name ``spec`` (one this backend claims) resolves to, without loading it:
+        equal for aliases of one model (``chgnet`` and ``chgnet-0.3.0``). Default: the name in
+        lower case."""
+        return spec.strip().lower()
+
     def finetune(
         self, model: LoadedModel, train: TrainingSet, settings: FineTuneSettings, workdir: Path
     ) -> tuple[Any, dict]:
@@ -120,7 +127,7 @@ class Backend(ABC):
         what ``--choice diverse`` clusters (DIRECT-style frame selection)."""
         raise ModelError(
             f"no structure features for model family {self.family!r}: --choice diverse needs "
-            "them (CHGNet has them)"
+            "them (the chgnet, matgl and mace backends have them)"
         )
 
 
@@ -239,6 +246,166 @@ def get_backend(family: str) -> Backend:
 def backends() -> list[Backend]:
     """Every registered backend, in the order specs are offered to them."""
     return [get_backend(family) for family in list(_REGISTRY)]
+
+
+# ---- what known models were trained on (model/reference compatibility) ---------------------------
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The DFT settings a model's training data used, as far as a reference's can disagree.
+
+    Attributes
+    ----------
+    label
+        How results name it: ``"PBE without +U (MatPES)"``.
+    functional
+        ``"PBE"`` or ``"r2SCAN"``.
+    mp_hubbard_u
+        ``True``: Materials Project's U values (on d states of oxides and fluorides,
+        :func:`softening.mp_rules.mp_hubbard_u`); ``False``: no +U anywhere.
+    """
+
+    label: str
+    functional: str
+    mp_hubbard_u: bool
+
+
+#: Materials Project's PBE/PBE+U relaxations (MPtrj, MPF): CHGNet, M3GNet MP-2021, MACE-MP-0.
+MP_PBE = TrainingData("PBE/PBE+U with MP's U values (Materials Project)", "PBE", True)
+MATPES_PBE = TrainingData("PBE without +U (MatPES)", "PBE", False)
+MATPES_R2SCAN = TrainingData("r2SCAN without +U (MatPES)", "r2SCAN", False)
+MP_R2SCAN = TrainingData("r2SCAN without +U (Materials Project)", "r2SCAN", False)
+
+#: Training data of the known models: a regular expression searched in the lower-case canonical
+#: name (:attr:`LoadedModel.name`), first match wins. A model none matches (a user's checkpoint)
+#: is not compared.
+MODEL_TRAINING_DATA: tuple[tuple[str, TrainingData], ...] = (
+    (r"matpes-pbe", MATPES_PBE),  # M3GNet-, TensorNet-, CHGNet-MatPES-PBE-*
+    (r"matpes-r2scan", MATPES_R2SCAN),
+    (r"^chgnet-r2scan", MP_R2SCAN),  # CHGNet 0.3.0 transfer-learned on MP's r2SCAN data
+    (r"^chgnet-0\.[23]\.0$", MP_PBE),  # the bundled CHGNet weights (MPtrj)
+    (r"^m3gnet-mp-", MP_PBE),  # M3GNet-MP-2021.2.8-PES (MPF)
+    (r"^mace-mp-0(-|$)", MP_PBE),  # MACE-MP-0 small/medium/large (MPtrj)
+)
+
+
+def training_data_of(model_name: str) -> TrainingData | None:
+    """What the model named ``model_name`` was trained on, or ``None`` when it is not known.
+
+    A scale correction of a known model keeps its training data (``CHGNet-0.3.0+scale-...``); a
+    fine-tune (``+head-``, ``+full-``) was trained on other data too, and is not known.
+    """
+    base, _, correction = model_name.strip().partition("+")
+    if correction and not correction.startswith("scale"):
+        return None
+    low = base.lower()
+    return next((data for pattern, data in MODEL_TRAINING_DATA if re.search(pattern, low)), None)
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The settings of a reference DFT run a model's training data may disagree with.
+
+    Attributes
+    ----------
+    functional
+        Exchange-correlation functional, without +U (``"PBE"``, ``"PBEsol"``, ``"R2SCAN"``).
+    hubbard_u
+        U (eV) applied per element; empty for none.
+    elements
+        Elements of the structure (MP's U values depend on them).
+    """
+
+    functional: str
+    hubbard_u: tuple[tuple[str, float], ...]
+    elements: frozenset[str]
+
+    @classmethod
+    def from_run_info(cls, run_info: dict[str, Any], elements: Iterable[str]) -> ReferenceRun:
+        """From a VASP run's :func:`~softening.datasets.readers.vasp_run_info` (read files)."""
+        from softening.datasets.guards import applied_hubbard_u, run_functional
+
+        u = applied_hubbard_u(run_info)
+        return cls(run_functional(run_info)[0], tuple(sorted(u.items())), frozenset(elements))
+
+    @classmethod
+    def from_result(cls, result: Any) -> ReferenceRun | None:
+        """From a VASP reference's :class:`~softening.schemas.FrameResult` (its ``code.settings``
+        ``functional`` and ``hubbard_u``); ``None`` for another code or unknown settings."""
+        code = getattr(result, "code", None)
+        settings = getattr(code, "settings", None) or {}
+        functional = settings.get("functional")
+        if getattr(code, "name", None) != "vasp" or not isinstance(functional, str):
+            return None
+        u = settings.get("hubbard_u") or {}
+        applied = tuple(sorted((str(k), float(v)) for k, v in u.items() if abs(float(v)) > 1e-8))
+        elements = frozenset(el.symbol for el in result.structure.composition)
+        return cls(functional.removesuffix("+U"), applied, elements)
+
+
+def _same_functional(a: str, b: str) -> bool:
+    return a.strip().lower().replace("-", "") == b.strip().lower().replace("-", "")
+
+
+def training_data_flags(model_name: str, run: ReferenceRun) -> list[Flag]:
+    """``training_data`` flags: where the reference ``run`` differs from what the model named
+    ``model_name`` was trained on (:func:`training_data_of`): functional, and +U (MP's U values, or
+    none). Empty for an unknown model or a compatible run."""
+    data = training_data_of(model_name)
+    if data is None:
+        return []
+    trained = f"{model_name} was trained on {data.label}"
+    flags = []
+    if not _same_functional(run.functional, data.functional):
+        flags.append(f"reference is {run.functional}; {trained}")
+    applied = dict(run.hubbard_u)
+    if data.mp_hubbard_u:
+        from softening.mp_rules import mp_hubbard_u
+
+        expected = mp_hubbard_u(run.elements)
+        parts = []
+        for el in sorted(set(applied) | set(expected)):
+            have, want = applied.get(el, 0.0), expected.get(el, 0.0)
+            if abs(have - want) > 0.01:
+                what = f"U({el})={have:g} eV" if have else f"no U on {el}"
+                parts.append(f"{what} (MP: {want:g} eV)")
+        if parts:
+            flags.append(f"reference has {', '.join(parts)}; {trained}")
+    elif applied:
+        parts = [f"U({el})={u:g} eV" for el, u in sorted(applied.items())]
+        flags.append(f"reference has {', '.join(parts)}; {trained}")
+    return [Flag(kind="training_data", detail=d) for d in flags]
+
+
+def flags_for_model(
+    model_name: str, flags: Iterable[Flag | str], runs: Iterable[ReferenceRun | None]
+) -> list[Flag]:
+    """The references' ``flags`` as a result of the model named ``model_name`` carries them.
+
+    The references' own ``functional`` and ``hubbard_u`` flags judge them against Materials
+    Project's settings (:func:`softening.datasets.guards.vasp_setting_flags`); for a model known to
+    be trained on other data (MatPES, r2SCAN) they are dropped, and for every known model the
+    ``training_data`` flags of each reference run (:func:`training_data_flags`) are added.
+
+    Parameters
+    ----------
+    model_name
+        Canonical name of the model of the result.
+    flags
+        The flags of the reference frames (:class:`~softening.schemas.Flag` or text).
+    runs
+        The settings of each reference run whose settings are known (``None`` entries ignored).
+    """
+    out = {Flag.model_validate(f) for f in flags}
+    data = training_data_of(model_name)
+    if data is None:
+        return sorted(out)
+    if data != MP_PBE:
+        out = {f for f in out if f.kind not in ("functional", "hubbard_u")}
+    for run in {r for r in runs if r is not None}:
+        out.update(training_data_flags(model_name, run))
+    return sorted(out)
 
 
 # ---- helpers the backends share ----------------------------------------------------------------

@@ -25,7 +25,7 @@ from softening.models.backends import (
     symbols_of,
 )
 from softening.models.finetune import GPA_PER_EV_PER_A3, FineTuneSettings, TrainingSet, split
-from softening.models.trust import load_problem, sha256_of
+from softening.models.trust import check_archive_size, load_problem, sha256_of
 
 CHGNET_VERSIONS = {"0.3.0", "0.2.0", "r2scan"}
 WEIGHTS = "model.pth.tar"
@@ -46,6 +46,9 @@ class ChgnetBackend(Backend):
         if path is not None:
             return not path.is_dir() and low.endswith(self.suffixes)
         return low == "chgnet" or low.startswith(("chgnet-", "chgnet_"))
+
+    def name_key(self, spec: str) -> str:
+        return f"chgnet-{spec.strip().lower()[7:] or '0.3.0'}"
 
     def load(
         self, spec: str, path: Path | None, device: str, dtype: str, trust: bool = False
@@ -144,11 +147,13 @@ def chgnet_from_checkpoint(path: str | Path, **kwargs: Any):
     Raises
     ------
     ModelError
-        A file that is not a CHGNet checkpoint (random, truncated, or holding pickled code).
+        A file that is not a CHGNet checkpoint (random, truncated, or holding pickled code), or
+        one that unpacks to more than the size limit (a zip bomb).
     """
     import torch
     from chgnet.model import CHGNet
 
+    check_archive_size(path)
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -45,6 +45,12 @@ class MaceBackend(Backend):
             return not path.is_dir() and low.endswith(self.suffixes)
         return low.startswith("mace")
 
+    def name_key(self, spec: str) -> str:
+        low = spec.strip().lower()
+        if not low.startswith("mace-mp-0"):
+            return low
+        return f"mace-mp-0-{low.removeprefix('mace-mp-0').strip('-') or 'medium'}"
+
     def load(
         self, spec: str, path: Path | None, device: str, dtype: str, trust: bool = False
     ) -> LoadedModel:
@@ -107,6 +113,17 @@ class MaceBackend(Backend):
             calc.z_table, calc.r_max, calc.head, calc.available_heads, model.dtype
         )
         return build, forward
+
+    def features(self, model: LoadedModel, structures: list[Structure]) -> np.ndarray:
+        # MACE's invariant node descriptors (all layers), averaged over the atoms.
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        calc = self.calculator(model)
+        rows = []
+        for structure in structures:
+            desc = calc.get_descriptors(AseAtomsAdaptor.get_atoms(structure))
+            rows.append(np.asarray(desc, dtype=float).reshape(len(structure), -1).mean(axis=0))
+        return np.stack(rows)
 
     def finetune(
         self, model: LoadedModel, train: TrainingSet, settings: FineTuneSettings, workdir: Path

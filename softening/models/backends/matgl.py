@@ -21,7 +21,7 @@ from pymatgen.core import Structure
 from softening.errors import ModelError
 from softening.models.backends import Backend, BatchParts, LoadedModel, as_numpy, require_network
 from softening.models.finetune import GPA_PER_EV_PER_A3, FineTuneSettings, TrainingSet, split
-from softening.models.trust import load_problem, sha256_of
+from softening.models.trust import check_archive_size, load_problem, sha256_of
 from softening.settings import get_settings
 
 EV_PER_A3_PER_GPA = 1.0 / GPA_PER_EV_PER_A3
@@ -42,11 +42,23 @@ class MatglBackend(Backend):
         low = spec.lower()
         return low.startswith(("m3gnet", "tensornet", "matgl")) or "-pes" in low
 
+    def name_key(self, spec: str) -> str:
+        # As load looks the name up: the folder in models_dir (the same key as its path), else the
+        # hub name.
+        name = spec.strip()
+        folder = _find_matgl_folder(name)
+        if folder is None and name.lower() == "m3gnet":
+            name = "M3GNet-MP-2021.2.8-PES"
+            folder = _find_matgl_folder(name)
+        return str(folder.resolve()) if folder is not None else name.lower()
+
     def load(
         self, spec: str, path: Path | None, device: str, dtype: str, trust: bool = False
     ) -> LoadedModel:
+        # A name is looked up in the models_dir setting, never in the working directory (a folder
+        # there named like a model does not replace it: softening.models.factory).
+        folder = path if path is not None else _find_matgl_folder(spec)
         spec = str(path) if path is not None else spec
-        folder = _find_matgl_folder(spec)
         if folder is None and spec.lower() == "m3gnet":
             spec = "M3GNet-MP-2021.2.8-PES"
             folder = _find_matgl_folder(spec)
@@ -116,6 +128,19 @@ class MatglBackend(Backend):
 
         return MatglGraphBuilder(pot.model.element_types, pot.model.cutoff), forward
 
+    def features(self, model: LoadedModel, structures: list[Structure]) -> np.ndarray:
+        # The per-atom features the readout reads (TensorNet's scalars, M3GNet's last graph
+        # convolution), averaged over the atoms of each structure: what DIRECT clusters.
+        import torch
+
+        net = model.model.model
+        rows = []
+        with torch.no_grad():
+            for structure in structures:
+                net.predict_structure(structure)
+                rows.append(_structure_feature(net.feature_dict))
+        return np.stack(rows)
+
     def finetune(
         self, model: LoadedModel, train: TrainingSet, settings: FineTuneSettings, workdir: Path
     ) -> tuple[Any, dict]:
@@ -168,7 +193,7 @@ def check_matgl_folder(folder: Path) -> None:
     Raises
     ------
     ModelError
-        Unreadable files, or a module outside ``matgl``.
+        Unreadable files, a file over the size limit (a zip bomb), or a module outside ``matgl``.
     """
     import json
 
@@ -181,6 +206,8 @@ def check_matgl_folder(folder: Path) -> None:
             f"cannot read {str(folder / 'model.json')!r}: {type(exc).__name__}"
         ) from None
     modules = list(_matgl_modules(described))
+    for archive in sorted(folder.glob("*.pt")):  # matgl reads model.pt and state.pt
+        check_archive_size(archive)
     if (folder / "model.pt").is_file():
         try:
             args = torch.load(str(folder / "model.pt"), map_location="cpu", weights_only=True)
@@ -198,9 +225,7 @@ def check_matgl_folder(folder: Path) -> None:
 
 
 def _find_matgl_folder(spec: str) -> Path | None:
-    p = Path(spec).expanduser()
-    if (p / "model.json").is_file():
-        return p
+    """The folder of the matgl model named ``spec`` in the ``models_dir`` setting, if any."""
     models_dir = get_settings().models_dir
     if models_dir is not None and (Path(models_dir) / spec / "model.json").is_file():
         return Path(models_dir) / spec
@@ -295,3 +320,18 @@ def finetune_matgl(potential, train: TrainingSet, settings: FineTuneSettings, wo
     ).eval()
     history = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return trained, history
+
+
+def _structure_feature(feature_dict: dict[str, Any]) -> np.ndarray:
+    """Mean over atoms of a matgl model's last per-atom features (``model.feature_dict``)."""
+    readout = feature_dict.get("readout")
+    if readout is not None and readout.ndim == 2 and readout.shape[1] > 1:
+        atoms = readout  # TensorNet: (n_atoms, n_features) scalars fed to the energy head
+    else:
+        layers = [k for k in feature_dict if k.startswith("gc_")]
+        last = feature_dict[max(layers, key=lambda k: int(k.split("_")[1]))] if layers else None
+        atoms = last["node_feat"] if isinstance(last, dict) else last
+        if atoms is None:
+            raise ModelError(f"no per-atom features in this matgl model: {sorted(feature_dict)}")
+    atoms = atoms.detach().reshape(atoms.shape[0], -1)
+    return atoms.mean(dim=0).cpu().double().numpy()

@@ -122,6 +122,8 @@ def check_frame(frame: Frame, where: str | None = None) -> None:
     if frame.forces is not None and np.size(frame.forces):
         forces = np.abs(np.asarray(frame.forces, dtype=float))
         if forces.max() > MAX_REFERENCE_FORCE:
+            # Overlapping atoms are the usual cause of such forces: name the cause when it is so.
+            check_structure(frame.structure, where, min_distance=MIN_INTERATOMIC_DISTANCE)
             atom = int(np.unravel_index(int(np.argmax(forces)), forces.shape)[0])
             raise InputError(
                 f"{where}: reference force component {forces.max():.3g} eV/Å on atom {atom} "

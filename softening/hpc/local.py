@@ -43,7 +43,7 @@ from pathlib import Path
 from random import randint
 from typing import Any
 
-from softening.errors import InputError
+from softening.errors import InputError, SofteningError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def _execute(job: Any, store: Any, job_dir: str | None) -> dict[str, Any]:
         CURRENT_JOB.reset()
         return {
             "ok": False,
-            "error": _one_line(exc),
+            "error": _job_error(exc),
             "traceback": traceback.format_exc(),
             "seconds": time.perf_counter() - t0,
         }
@@ -278,15 +278,14 @@ def _init_worker(threads: int, log_level: int, parent: int) -> None:
         pass
 
 
-def _one_line(exc: BaseException) -> str:
-    from softening.errors import SofteningError
+def _job_error(exc: BaseException) -> str:
+    """A failed job's error, one line, credentials removed: the first line of the package's own
+    errors (written for users), the type and last line of any other (a library's gist)."""
     from softening.settings import redact
 
-    text = str(exc).strip()
     if isinstance(exc, SofteningError):
-        return redact(text.splitlines()[0] if text else type(exc).__name__)
-    last = text.splitlines()[-1] if text else ""
-    return redact(f"{type(exc).__name__}: {last}" if last else type(exc).__name__)
+        return redact(one_line(exc, "first"))
+    return redact(one_line(exc, "last", typed=True))
 
 
 # ---- the scheduler ---------------------------------------------------------------------------------
@@ -501,7 +500,7 @@ def run_flow(
                         broken.append((key, job))
                         continue
                     except Exception as exc:  # the job could not be sent or its result read
-                        out = {"ok": False, "error": _one_line(exc)}
+                        out = {"ok": False, "error": _job_error(exc)}
                     finish(key, job, out)
                 if broken:
                     # A worker died, and every job still on its pool is lost with it. A job lost
@@ -517,7 +516,7 @@ def run_flow(
                         if isinstance(exc, BrokenProcessPool):
                             lost.append((key, job))
                         elif exc is not None:
-                            finish(key, job, {"ok": False, "error": _one_line(exc)})
+                            finish(key, job, {"ok": False, "error": _job_error(exc)})
                         else:  # it finished before the pool broke
                             finish(key, job, fut.result())
                     if pool is not None:

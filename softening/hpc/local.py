@@ -570,17 +570,21 @@ def flow_outputs(flow: Any, store: Any) -> Any:
 
     The flow's output keeps its shape: a list stays a list, a dict of lists (a
     :class:`~softening.schemas.StudyResult`-shaped output) stays a dict. A reference whose job
-    failed is left out of its list.
+    failed is left out of its list. References are resolved by jobflow
+    (:func:`jobflow.core.reference.find_and_resolve_references`): a replaced job's output is its
+    replacement's, even when the replacing flow hands its output over by reference.
     """
+    from jobflow.core.reference import OnMissing, find_and_resolve_references
+
     from softening import schemas
 
     def load(ref: Any) -> Any:
-        doc = store.query_one(
-            {"uuid": ref.uuid}, properties=["output"], sort={"index": -1}, load=True
-        )
-        if doc is None or doc.get("output") is None:
+        # jobflow's resolution: the output of the job's last run (a replaced job's replacement),
+        # additional stores loaded, ``None`` for a job without output (one that failed). Not
+        # deserialised by jobflow: documents are validated as this package's schemas below.
+        data = find_and_resolve_references(ref, store, on_missing=OnMissing.NONE, deserialize=False)
+        if data is None:
             return None
-        data = doc["output"]
         cls = getattr(schemas, str(data.get("@class")), None) if isinstance(data, dict) else None
         if cls is None:
             return data

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from softening.errors import InputError, SofteningError
+from softening.errors import InputError, SofteningError, one_line
 from softening.settings import get_settings, redact
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -187,8 +187,7 @@ def _run_one(
         return Check(name, "skip", redact(exc.detail), exc.fix, needed)
     if isinstance(exc, _Problem):
         return Check(name, bad, redact(exc.detail), exc.fix, needed)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Check(name, bad, redact(text), "", needed)
+    return Check(name, bad, redact(one_line(exc, "first")), "", needed)
 
 
 # ---- the checks -----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The package's shape: imports only go down the layers, no module cycle, one home per library.
 
-Read from the source with ``ast`` (function-level imports included, since a cycle hidden inside a
-function is still a cycle; imports under ``TYPE_CHECKING`` excluded, since they never run).
+Read from the source with ``ast``: function-level imports included, since a cycle hidden inside a
+function is still a cycle, and imports under ``if TYPE_CHECKING:`` too: they never run, but a type
+hint that reaches up a layer or back into its importer is the same tangle of the modules' shapes.
 """
 
 from __future__ import annotations
@@ -52,18 +53,16 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, mods: dict[str, Path]) -> set[str]:
-    """The package modules ``path`` imports at run time (anywhere in the file)."""
-    tree = ast.parse(path.read_text())
-    type_checking = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for n in ast.walk(node)
-    }
+    """The package modules ``path`` imports (anywhere in the file: module level, in functions,
+    under ``if TYPE_CHECKING:``)."""
+    return _imports_in(path.read_text(), mods)
+
+
+def _imports_in(source: str, mods: dict[str, Path] | set[str]) -> set[str]:
+    """The package modules (of ``mods``) that the Python ``source`` imports."""
+    tree = ast.parse(source)
     out = set()
     for node in ast.walk(tree):
-        if id(node) in type_checking:
-            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("softening")}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("softening"):
@@ -147,6 +146,31 @@ def test_the_checker_sees_a_cycle_and_a_wrong_direction():
     }
     assert _cycles(graph) == [["softening.models.a", "softening.stores.b"]]
     assert ("models", "stores") not in SIDEWAYS and LAYERS["stores"] >= LAYERS["models"]
+
+
+def test_the_checker_sees_imports_under_type_checking_and_in_functions():
+    """Imports for type hints only, and imports inside functions, are edges of the graph too."""
+    source = """
+from typing import TYPE_CHECKING
+
+from softening.errors import InputError
+
+if TYPE_CHECKING:
+    from softening.models.backends import LoadedModel
+    import softening.stores
+
+
+def f():
+    from softening.models import trust
+"""
+    mods = {
+        "softening.errors",
+        "softening.models",
+        "softening.models.backends",
+        "softening.models.trust",
+        "softening.stores",
+    }
+    assert _imports_in(source, mods) == mods - {"softening.models"}
 
 
 @pytest.mark.parametrize("library", ["chgnet", "matgl", "mace"])

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from softening.errors import one_line
+
 if TYPE_CHECKING:
     from phonopy import Phonopy
 
@@ -247,7 +249,7 @@ def build_phonopy(
                     ],
                 }
     except Exception as exc:  # spglib, primitive-cell and supercell errors of many types
-        raise ValueError(f"phonopy cannot set up the cell: {_one_line(exc)}") from exc
+        raise ValueError(f"phonopy cannot set up the cell: {one_line(exc, limit=200)}") from exc
     n = len(phonon.supercell)
     bad = [int(a) for a, _ in (displacements or []) if not 0 <= int(a) < n]
     if bad:
@@ -407,7 +409,7 @@ def harmonic_phonons(
     except ValueError:
         raise
     except Exception as exc:
-        raise ValueError(f"phonopy failed: {_one_line(exc)}") from exc
+        raise ValueError(f"phonopy failed: {one_line(exc, limit=200)}") from exc
     return PhononResult(
         qpoints=np.asarray(ph.mesh.qpoints, dtype=float),
         weights=np.asarray(ph.mesh.weights, dtype=float),
@@ -549,8 +551,3 @@ def band_path(
         for seg in kpath.kpath["path"]
     ]
     return segments, labels
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

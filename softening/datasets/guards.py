@@ -191,8 +191,11 @@ def vasp_setting_flags(
     elements
         Element symbols of the structure.
     training_data
-        ``"mp"``: Materials Project PBE/PBE+U (``MPRelaxSet``), the data CHGNet, M3GNet and
-        MACE-MP-0 were trained on. The only one so far.
+        ``"mp"``, the only value: Materials Project PBE/PBE+U (``MPRelaxSet``), the data CHGNet,
+        M3GNet MP-2021 and MACE-MP-0 were trained on. For a model known to be trained on other
+        data (MatPES, r2SCAN), a result drops the ``functional`` and ``hubbard_u`` flags and
+        compares the run with that model's own training data instead
+        (:func:`softening.models.backends.flags_for_model`).
 
     Returns
     -------

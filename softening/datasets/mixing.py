@@ -56,7 +56,7 @@ from softening.datasets.readers import (
     read_vasprun,
     vasp_stress_to_ase,
 )
-from softening.errors import InputError
+from softening.errors import InputError, one_line
 
 __all__ = ["MixingData", "read_mixing_data"]
 
@@ -164,7 +164,7 @@ def _naming_cell(cell: str) -> Iterator[None]:
     try:
         yield
     except InputError as exc:
-        raise _cell_error(cell, " ".join(str(exc).split())) from exc
+        raise _cell_error(cell, one_line(exc)) from exc
 
 
 def _stem(path: Path) -> str:

@@ -47,7 +47,7 @@ from softening.datasets.mixing import (
     _read_stripped_vasprun,
 )
 from softening.datasets.readers import _detail, read_vasprun
-from softening.errors import InputError
+from softening.errors import InputError, one_line
 
 __all__ = ["HOP_THRESHOLD", "LATTICE_TOLERANCE", "NEBData", "read_neb_folder"]
 
@@ -153,7 +153,7 @@ def _naming_image(source: str, image: str) -> Iterator[None]:
     try:
         yield
     except InputError as exc:
-        raise _image_error(source, image, " ".join(str(exc).split())) from exc
+        raise _image_error(source, image, one_line(exc)) from exc
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from softening.datasets.checks import check_supercell_atoms
-from softening.errors import InputError
+from softening.errors import InputError, one_line
 
 __all__ = ["NAC_IGNORED", "PhonopyData", "read_phonopy_folder"]
 
@@ -176,7 +176,9 @@ def _load(yaml_path: Path, force_sets: Path | None = None):
 
                 phonon.dataset = PhonopyYaml().read(io.BytesIO(raw)).dataset
     except Exception as exc:
-        raise InputError(f"phonopy cannot read {_show(yaml_path)}: {_one_line(exc)}") from exc
+        raise InputError(
+            f"phonopy cannot read {_show(yaml_path)}: {one_line(exc, limit=200)}"
+        ) from exc
     return phonon
 
 
@@ -252,7 +254,7 @@ def _check_force_sets(path: Path, n_atoms: int | None, yaml_path: Path) -> None:
             "(truncated?)"
         ) from None
     except Exception as exc:
-        raise InputError(f"cannot read {_show(path)}: {_one_line(exc)}") from exc
+        raise InputError(f"cannot read {_show(path)}: {one_line(exc, limit=200)}") from exc
     natom = dataset.get("natom")
     if n_atoms is not None and natom is not None and int(natom) != n_atoms:
         raise InputError(
@@ -441,7 +443,9 @@ def _assemble(
         perfect = get_pmg_structure(phonon.supercell)
         unitcell = get_pmg_structure(phonon.unitcell)
     except Exception as exc:
-        raise InputError(f"phonopy cannot symmetrise {_show(where)}: {_one_line(exc)}") from exc
+        raise InputError(
+            f"phonopy cannot symmetrise {_show(where)}: {one_line(exc, limit=200)}"
+        ) from exc
     if not np.all(np.isfinite(forces)):
         raise InputError(f"{_show(where)}: forces contain NaN or inf")
     return PhonopyData(
@@ -475,7 +479,7 @@ def _incar_flags(folder: Path, unitcell: Structure) -> list[str]:
     try:
         incar = dict(Incar.from_file(incar_path))
     except Exception as exc:
-        raise InputError(f"cannot read {_show(incar_path)}: {_one_line(exc)}") from exc
+        raise InputError(f"cannot read {_show(incar_path)}: {one_line(exc, limit=200)}") from exc
     info = vasp_run_info(incar, {}, [], None, None, 1)
     elements = {el.symbol for el in unitcell.composition}
     return vasp_setting_flags(info, elements)
@@ -483,8 +487,3 @@ def _incar_flags(folder: Path, unitcell: Structure) -> list[str]:
 
 def _show(path: Path) -> str:
     return repr(str(path))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from softening.errors import InputError, SofteningError
+from softening.errors import InputError, SofteningError, one_line
 from softening.settings import get_settings, redact
 
 __all__ = [
@@ -207,7 +207,7 @@ def load_launchpad(path: str | Path | None = None, *, check: bool = True):
             lp.connection.admin.command("ping")
     except Exception as exc:
         where = f"{data['host']}:{data.get('port', 27017)}/{data.get('name', 'fireworks')}"
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = one_line(exc, "first")
         message = message.split(", Timeout:")[0].split(" (configured timeouts")[0]
         secret = data.get("password")
         if secret:

@@ -43,7 +43,7 @@ from pathlib import Path
 from random import randint
 from typing import Any
 
-from softening.errors import InputError
+from softening.errors import InputError, SofteningError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def _execute(job: Any, store: Any, job_dir: str | None) -> dict[str, Any]:
         CURRENT_JOB.reset()
         return {
             "ok": False,
-            "error": _one_line(exc),
+            "error": _job_error(exc),
             "traceback": traceback.format_exc(),
             "seconds": time.perf_counter() - t0,
         }
@@ -278,15 +278,14 @@ def _init_worker(threads: int, log_level: int, parent: int) -> None:
         pass
 
 
-def _one_line(exc: BaseException) -> str:
-    from softening.errors import SofteningError
+def _job_error(exc: BaseException) -> str:
+    """A failed job's error, one line, credentials removed: the first line of the package's own
+    errors (written for users), the type and last line of any other (a library's gist)."""
     from softening.settings import redact
 
-    text = str(exc).strip()
     if isinstance(exc, SofteningError):
-        return redact(text.splitlines()[0] if text else type(exc).__name__)
-    last = text.splitlines()[-1] if text else ""
-    return redact(f"{type(exc).__name__}: {last}" if last else type(exc).__name__)
+        return redact(one_line(exc, "first"))
+    return redact(one_line(exc, "last", typed=True))
 
 
 # ---- the scheduler ---------------------------------------------------------------------------------
@@ -501,7 +500,7 @@ def run_flow(
                         broken.append((key, job))
                         continue
                     except Exception as exc:  # the job could not be sent or its result read
-                        out = {"ok": False, "error": _one_line(exc)}
+                        out = {"ok": False, "error": _job_error(exc)}
                     finish(key, job, out)
                 if broken:
                     # A worker died, and every job still on its pool is lost with it. A job lost
@@ -517,7 +516,7 @@ def run_flow(
                         if isinstance(exc, BrokenProcessPool):
                             lost.append((key, job))
                         elif exc is not None:
-                            finish(key, job, {"ok": False, "error": _one_line(exc)})
+                            finish(key, job, {"ok": False, "error": _job_error(exc)})
                         else:  # it finished before the pool broke
                             finish(key, job, fut.result())
                     if pool is not None:
@@ -571,17 +570,21 @@ def flow_outputs(flow: Any, store: Any) -> Any:
 
     The flow's output keeps its shape: a list stays a list, a dict of lists (a
     :class:`~softening.schemas.StudyResult`-shaped output) stays a dict. A reference whose job
-    failed is left out of its list.
+    failed is left out of its list. References are resolved by jobflow
+    (:func:`jobflow.core.reference.find_and_resolve_references`): a replaced job's output is its
+    replacement's, even when the replacing flow hands its output over by reference.
     """
+    from jobflow.core.reference import OnMissing, find_and_resolve_references
+
     from softening import schemas
 
     def load(ref: Any) -> Any:
-        doc = store.query_one(
-            {"uuid": ref.uuid}, properties=["output"], sort={"index": -1}, load=True
-        )
-        if doc is None or doc.get("output") is None:
+        # jobflow's resolution: the output of the job's last run (a replaced job's replacement),
+        # additional stores loaded, ``None`` for a job without output (one that failed). Not
+        # deserialised by jobflow: documents are validated as this package's schemas below.
+        data = find_and_resolve_references(ref, store, on_missing=OnMissing.NONE, deserialize=False)
+        if data is None:
             return None
-        data = doc["output"]
         cls = getattr(schemas, str(data.get("@class")), None) if isinstance(data, dict) else None
         if cls is None:
             return data

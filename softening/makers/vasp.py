@@ -48,7 +48,7 @@ from pymatgen.core import Structure
 
 from softening.datasets.guards import judge_vasp_run
 from softening.datasets.readers import vasp_run_info, vasp_step_metadata, vasp_stress_to_ase
-from softening.errors import CalculationError, InputError, SofteningError
+from softening.errors import CalculationError, InputError, SofteningError, one_line
 from softening.makers.base import softening_job
 from softening.makers.reuse import stored_frame_result
 from softening.schemas import CodeInfo, Flag, FrameResult, FrameSpec, content_key
@@ -205,7 +205,7 @@ class VaspReferenceMaker(Maker):
                     structure, self.input_set_generator(), potcar_spec=self.potcar_spec
                 )
             except (OSError, ValueError) as exc:  # pymatgen's missing-POTCAR errors
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = one_line(exc, "first")
                 raise SofteningError(
                     f"cannot write the POTCAR: {first}; set PMG_VASP_PSP_DIR, or use potcar_spec"
                 ) from exc

@@ -140,7 +140,7 @@ def read_corrected_model(folder: Path) -> dict[str, Any]:
         number above 0 (:func:`check_factor`), no ``base`` object (with a ``spec`` when the folder
         holds no weights of its own), ``weights`` or ``train_frames`` of the wrong type.
     """
-    from softening.models.finetune import CORRECTION_MODES
+    from softening.models.training import CORRECTION_MODES
 
     path = Path(folder) / MODEL_FILE
     where = repr(str(path))

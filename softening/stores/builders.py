@@ -35,6 +35,7 @@ from jobflow import JobStore
 from maggma.core import Builder, Store
 from pydantic import BaseModel, Field
 
+from softening.errors import one_line
 from softening.schemas import SofteningDoc
 from softening.stores.factory import sibling_store
 
@@ -261,11 +262,6 @@ def summary_record(output: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {' '.join(lines[:3]) if lines else ''}"[:500]
-
-
 # ---- aggregation -----------------------------------------------------------------------------------
 
 
@@ -446,7 +442,12 @@ class SofteningSummaryBuilder(Builder):
             attempts = (
                 int(previous.get("attempts", 0)) + 1 if previous.get("state") == "failed" else 1
             )
-            record = InputRecord(**base, state="failed", error=_one_line(exc), attempts=attempts)
+            record = InputRecord(
+                **base,
+                state="failed",
+                error=one_line(exc, 3, typed=True, limit=500),
+                attempts=attempts,
+            )
         return {
             "uuid": item["uuid"],
             "record": record.model_dump(),

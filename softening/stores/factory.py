@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from jobflow import JobStore
 from maggma.core import Store
 
-from softening.errors import InputError, SofteningError
+from softening.errors import InputError, SofteningError, one_line
 from softening.settings import (
     get_settings,
     redact,
@@ -133,7 +133,7 @@ class SofteningJobStore(JobStore):
             if not _is_connection_error(exc):
                 raise
             where = describe_store(self.spec) if self.spec is not None else "the result store"
-            raise SofteningError(f"cannot use {where}: {_one_line(exc, self.spec)}") from None
+            raise SofteningError(f"cannot use {where}: {_store_error(exc, self.spec)}") from None
 
 
 def get_job_store(store: str | Path | None = None) -> SofteningJobStore:
@@ -240,7 +240,7 @@ def _uri_database(uri: str) -> str | None:
     try:
         return uri_parser.parse_uri(uri)["database"]
     except Exception as exc:
-        raise InputError(f"store {redact(uri)!r}: {_one_line(exc, uri)}") from None
+        raise InputError(f"store {redact(uri)!r}: {_store_error(exc, uri)}") from None
 
 
 def _uri_userinfo(uri: str) -> tuple[str | None, bool]:
@@ -300,7 +300,7 @@ def _from_config(spec: str) -> SofteningJobStore:
             f"store config {spec!r}: unknown store type or missing key {exc.args[0]!r}"
         ) from None
     except Exception as exc:
-        raise InputError(f"store config {spec!r}: {_one_line(exc, None)}") from None
+        raise InputError(f"store config {spec!r}: {_store_error(exc, None)}") from None
     if "data" not in additional:
         raise InputError(
             f"store config {spec!r} has no additional store named 'data' (where arrays go)"
@@ -433,9 +433,9 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in (13, 18)
 
 
-def _one_line(exc: BaseException, uri: str | None) -> str:
+def _store_error(exc: BaseException, uri: str | None) -> str:
     """The first line of an exception's message, credentials removed."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = one_line(exc, "first")
     # pymongo appends timeouts and a long topology description; keep the gist.
     text = text.split(", Timeout:")[0].split(" (configured timeouts")[0]
     text = redact(text)

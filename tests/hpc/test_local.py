@@ -129,6 +129,19 @@ def test_replaced_jobs_are_followed(store, workers):
     assert store.get_output(child.uuid) == 1006
 
 
+def test_flow_outputs_follow_replacements_and_leave_out_failures(store):
+    first = replaced_with_output(5)  # its stored output is a reference to the replacement's
+    bad = boom(1)
+    fine = add(2, 2)
+    flow = Flow([first, bad, fine], output={"all": [first.output, bad.output, fine.output]})
+    assert not run_flow(flow, store, workers=1).ok
+    assert flow_outputs(flow, store) == {"all": [1005, 4]}
+    single = add(3, 3)
+    one = Flow([single], output=single.output)
+    assert run_flow(one, store, workers=1).ok
+    assert flow_outputs(one, store) == [6]  # one reference: a list of one
+
+
 def test_dead_worker_is_retried_once_then_failed(store, tmp_path):
     marker = tmp_path / "marker"
     survivor = die_once(str(marker), 42)

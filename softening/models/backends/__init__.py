@@ -40,7 +40,7 @@ from softening.schemas import Flag, ModelInfo
 if TYPE_CHECKING:
     from pymatgen.core import Structure
 
-    from softening.models.finetune import FineTuneSettings, TrainingSet
+    from softening.models.training import FineTuneSettings, TrainingSet
 
 logger = logging.getLogger(__name__)
 

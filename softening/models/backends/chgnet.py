@@ -24,7 +24,7 @@ from softening.models.backends import (
     quiet,
     symbols_of,
 )
-from softening.models.finetune import GPA_PER_EV_PER_A3, FineTuneSettings, TrainingSet, split
+from softening.models.training import GPA_PER_EV_PER_A3, FineTuneSettings, TrainingSet, split
 from softening.models.trust import check_archive_size, load_problem, sha256_of
 
 CHGNET_VERSIONS = {"0.3.0", "0.2.0", "r2scan"}

@@ -24,7 +24,7 @@ from softening.models.backends import (
     require_network,
     symbols_of,
 )
-from softening.models.finetune import FineTuneSettings, TrainingSet, split
+from softening.models.training import FineTuneSettings, TrainingSet, split
 from softening.models.trust import is_pickled_code, sha256_of
 
 WEIGHTS = "model.model"

@@ -20,7 +20,7 @@ from pymatgen.core import Structure
 
 from softening.errors import ModelError
 from softening.models.backends import Backend, BatchParts, LoadedModel, as_numpy, require_network
-from softening.models.finetune import GPA_PER_EV_PER_A3, FineTuneSettings, TrainingSet, split
+from softening.models.training import GPA_PER_EV_PER_A3, FineTuneSettings, TrainingSet, split
 from softening.models.trust import check_archive_size, load_problem, sha256_of
 from softening.settings import get_settings
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from softening.errors import SofteningError
+from softening.errors import SofteningError, one_line
 from softening.settings import redact
 from softening.stores.sqlite.lock import LOCK_FILE, WriterLock, is_network_filesystem
 
@@ -94,7 +94,7 @@ class _Database:
     def error(self, exc: BaseException) -> SofteningError:
         """A one-line :class:`SofteningError` for a SQLite or decoding error."""
         where = redact(str(self.folder))
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = one_line(exc, "first")
         low = text.lower()
         if isinstance(exc, sqlite3.OperationalError) and ("locked" in low or "busy" in low):
             return SofteningError(

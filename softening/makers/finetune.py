@@ -166,10 +166,43 @@ class CorrectionMaker(Maker):
         return fit_correction(references, self)
 
 
+def save_correction(
+    folder: Path,
+    name: str,
+    spec: str,
+    base: Any,
+    mode: str,
+    factor: float,
+    weights: str | None,
+    train_frames: list[str],
+    hyperparameters: dict[str, Any],
+) -> None:
+    """Write a corrected model's folder (``softening-model.json``), after recording fine-tuned
+    ``weights`` as written by softening so that they load later without an opt-in (a MACE
+    fine-tune is a whole pickled model; see :mod:`softening.models.trust`)."""
+    from softening.models.corrected import write_corrected_model
+    from softening.models.trust import record_written_model
+
+    if weights is not None:
+        written = folder / weights
+        record_written_model(
+            folder.parent, [written] if written.is_file() else sorted(written.glob("*"))
+        )
+    write_corrected_model(
+        folder,
+        name=name,
+        base={"spec": spec, **base.info.model_dump()},
+        mode=mode,
+        factor=factor,
+        weights=weights,
+        train_frames=train_frames,
+        hyperparameters=hyperparameters,
+    )
+
+
 def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult:
     """What the correction job does (callable without jobflow)."""
     from softening.models import load_model
-    from softening.models.corrected import write_corrected_model
     from softening.models.evaluate import evaluate_structures
 
     t0 = time.perf_counter()
@@ -228,24 +261,16 @@ def fit_correction(references: list, maker: CorrectionMaker) -> CorrectionResult
         network, history = finetune_model(base, data, settings, folder / "training")
         weights = save_finetuned(base, network, folder)
         hyper = settings.as_dict()
-    if weights is not None:
-        # The fine-tuned weights are ours: recorded so that they load later without an opt-in
-        # (a MACE fine-tune is a whole pickled model; see softening.models.trust).
-        from softening.models.trust import record_written_model
-
-        written = folder / weights
-        record_written_model(
-            folder.parent, [written] if written.is_file() else sorted(written.glob("*"))
-        )
-    write_corrected_model(
+    save_correction(
         folder,
-        name=name,
-        base={"spec": maker.model, **base.info.model_dump()},
-        mode=maker.mode,
-        factor=factor,
-        weights=weights,
-        train_frames=[_key(r) for r in train],
-        hyperparameters=hyper,
+        name,
+        maker.model,
+        base,
+        maker.mode,
+        factor,
+        weights,
+        [_key(r) for r in train],
+        hyper,
     )
     corrected = load_model(str(folder))
     logger.info("%s: %s fitted on %d frame(s) -> %s", base.name, maker.mode, len(train), folder)

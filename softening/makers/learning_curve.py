@@ -39,7 +39,7 @@ from softening.analysis.metrics import (
 )
 from softening.errors import InputError
 from softening.makers.base import softening_job
-from softening.makers.finetune import _key, _usable
+from softening.makers.finetune import _key, _usable, save_correction
 from softening.models.finetune import CORRECTION_MODES, FineTuneSettings
 from softening.schemas import FrameResult, LearningCurveDoc, LearningCurvePoint
 
@@ -454,9 +454,9 @@ def _finetune_point(
     Named by a digest of its inputs, as :func:`~softening.makers.finetune.fit_correction` names
     its models: a point already trained is loaded, not trained again (a rerun resumes).
     """
-    from softening.models.corrected import MODEL_FILE, write_corrected_model
+    from softening.models.corrected import MODEL_FILE
     from softening.models.finetune import TrainingSet, finetune_model, save_finetuned
-    from softening.models.trust import models_folder, record_written_model
+    from softening.models.trust import models_folder
 
     settings = FineTuneSettings(**{**maker.finetune.as_dict(), "mode": maker.mode, "seed": seed})
     ids = [_key(r) for r in train]
@@ -484,18 +484,7 @@ def _finetune_point(
     with contextlib.redirect_stdout(sys.stderr):
         network, _ = finetune_model(base, data, settings, folder / "training")
     weights = save_finetuned(base, network, folder)
-    written = folder / weights
-    record_written_model(
-        folder.parent, [written] if written.is_file() else sorted(written.glob("*"))
-    )
-    write_corrected_model(
-        folder,
-        name=name,
-        base={"spec": maker.model, **base.info.model_dump()},
-        mode=maker.mode,
-        factor=1.0,
-        weights=weights,
-        train_frames=ids,
-        hyperparameters=settings.as_dict(),
+    save_correction(
+        folder, name, maker.model, base, maker.mode, 1.0, weights, ids, settings.as_dict()
     )
     return str(folder)

@@ -18,7 +18,7 @@ demo: setup
 		--kspacing 0.5 --store demo-db --out demo-results
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check softening tests benchmarks

@@ -142,3 +142,50 @@ def one_error_line(res: subprocess.CompletedProcess, *words: str) -> None:
     for w in words:
         assert w in lines[0], lines[0]
     assert "Traceback" not in res.stderr
+
+
+#: Tests measured over ~30 s on 2 cores (``pytest --durations=40``), besides those marked ``slow``
+#: in their modules: marked ``slow`` here too, so ``-m "not slow"`` is the quick subset while
+#: developing. Update when a test grows slow.
+SLOW = {
+    "tests/makers/test_phonons.py::test_run_finetune_then_phonons_of_raw_and_corrected_model",
+    "tests/makers/test_mixing.py::test_mixing_cu_ag_au_matches_plain_xml_and_chgnet_calculator",
+    "tests/hpc/test_local.py::test_run_resumes_after_the_process_is_killed",
+    "tests/hpc/test_slurm.py::test_submit_property_flow_to_the_launchpad",
+    "tests/makers/test_migration.py::test_migration_interstitial_h_in_pd_emt_matches_plain_ase",
+    "tests/models/test_factory.py::test_pickled_payloads_never_run_and_bad_files_are_one_line",
+    "tests/makers/test_evaluate.py::test_stream_gives_the_frames_read_frames_gives",
+    "tests/makers/test_migration.py::test_migration_bad_input",
+    "tests/cli/test_cli.py::test_run_emt_end_to_end",
+    "tests/makers/test_mixing.py::test_properties_mixing_emt_matches_plain_ase",
+    "tests/makers/test_point_defects.py::test_defect_bad_input",
+    "tests/workflows/test_learning_curve.py::test_scale_curve_on_mlearn_si",
+    "tests/makers/test_point_defects.py::test_defects_nial_emt_match_plain_pymatgen_and_ase",
+    "tests/makers/test_vasp.py::test_flow_with_vasp_references_and_resume_after_a_crash",
+    "tests/makers/test_vasp.py::test_flow_with_vasp_references_in_parallel_workers",
+    "tests/workflows/test_html_report.py::test_20000_results_open_and_filter",
+    "tests/makers/test_correction.py::test_full_finetune_beats_one_frame_and_reloads",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Mark the measured slow tests, and run the SLURM tests on one worker, long tests first.
+
+    Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) the private SLURM cluster
+    is one per worker process and its node runs one job at a time, so its tests share one worker
+    (``xdist_group``). Starting the longest work first keeps both cores busy to the end: a
+    30-minute suite on two workers otherwise ends waiting for one long test started last.
+    """
+    for item in items:
+        if item.nodeid.split("[")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+        if item.nodeid.startswith("tests/hpc/test_slurm.py"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+    def rank(item) -> int:
+        if item.nodeid.startswith("tests/hpc/test_slurm.py"):
+            return 0  # one unit of several minutes
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: the collection order within each rank

@@ -1,7 +1,8 @@
 """Pure analysis of softening: force scales, errors, statistics, frame sampling, and plots.
 
-Everything here works on numpy arrays and has no I/O, except :mod:`softening.analysis.plots`, which
-writes PNG files (matplotlib is imported only when a plot is made).
+Everything here works on numpy arrays and has no I/O, except :mod:`softening.analysis.plots` and
+:mod:`softening.analysis.property_plots`, which write PNG files (matplotlib is imported only when a
+plot is made).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from softening.analysis.force_arrays import as_frames, check_finite, validate_force_pair
+
 __all__ = [
     "SofteningMetrics",
     "bootstrap_scale_ci",
@@ -54,121 +56,6 @@ _MAX_BOOTSTRAP_ENTRIES = 2_000_000
 
 
 # --------------------------------------------------------------------------------------------------
-# Input handling
-# --------------------------------------------------------------------------------------------------
-def _is_frame_list(x: Any) -> bool:
-    """True when ``x`` is a list/tuple whose items are arrays (frames), not scalars."""
-    if isinstance(x, np.ndarray) or not isinstance(x, Sequence) or isinstance(x, str):
-        return False
-    return len(x) > 0 and all(np.ndim(item) >= 1 for item in x)
-
-
-def _stack(frames: Any, name: str = "forces") -> np.ndarray:
-    """Concatenate per-frame force arrays into one float array.
-
-    Parameters
-    ----------
-    frames
-        A list of ``(n_atoms_i, 3)`` arrays (one per frame), an ``(N, 3)`` array, or a flat array of
-        force components (eV/Å).
-    name
-        Name used in error messages.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, 3)`` when every frame is two-dimensional (or the input already was), otherwise the flat
-        array of all components. The order of components is that of the input.
-    """
-    if _is_frame_list(frames):
-        arrays = [np.asarray(f, dtype=float) for f in frames]
-        if all(a.ndim == 2 for a in arrays):
-            widths = {a.shape[1] for a in arrays}
-            if len(widths) != 1:
-                raise ValueError(
-                    f"{name}: frames have different numbers of columns: {sorted(widths)}"
-                )
-            return np.concatenate(arrays, axis=0)
-        # Mixed or one-dimensional frames: only the components matter, keep their order.
-        return np.concatenate([a.ravel() for a in arrays])
-    try:
-        return np.asarray(frames, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} cannot be read as a float array: {exc}") from None
-
-
-def _frame_shapes(frames: Any) -> list[tuple[int, ...]] | None:
-    """Shapes of the frames when ``frames`` is a list of frames, else ``None``."""
-    if _is_frame_list(frames):
-        return [np.shape(f) for f in frames]
-    return None
-
-
-def _check_finite(a: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or inf")
-
-
-def _validate(
-    f_ml: Any,
-    f_dft: Any,
-    *,
-    nonzero: str | None = "f_dft",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stack and check a pair of force arrays; return them as float arrays of equal shape.
-
-    Parameters
-    ----------
-    f_ml, f_dft
-        ML and reference forces (eV/Å), per frame or stacked.
-    nonzero
-        Which array must not be all zero (it is the denominator of a slope): ``"f_dft"``, ``"f_ml"``
-        or ``None``.
-
-    Raises
-    ------
-    ValueError
-        Mismatched shapes (per frame when both are given per frame), empty input, NaN/inf, or an
-        all-zero array where a slope needs it.
-    """
-    shapes_ml, shapes_dft = _frame_shapes(f_ml), _frame_shapes(f_dft)
-    if shapes_ml is not None and shapes_dft is not None:
-        if len(shapes_ml) != len(shapes_dft):
-            raise ValueError(
-                f"numbers of frames differ: {len(shapes_ml)} (f_ml) vs {len(shapes_dft)} (f_dft)"
-            )
-        for i, (a, b) in enumerate(zip(shapes_ml, shapes_dft, strict=True)):
-            if a != b:
-                raise ValueError(f"frame {i}: force shapes differ: {a} vs {b}")
-    ml = _stack(f_ml, "f_ml")
-    dft = _stack(f_dft, "f_dft")
-    if ml.shape != dft.shape:
-        raise ValueError(f"force shapes differ: {ml.shape} vs {dft.shape}")
-    if ml.size == 0:
-        raise ValueError("forces are empty")
-    _check_finite(ml, "f_ml")
-    _check_finite(dft, "f_dft")
-    arrays = {"f_ml": ml, "f_dft": dft}
-    if nonzero is not None and not np.any(arrays[nonzero]):
-        raise ValueError(f"{nonzero} is all zero: the slope is undefined")
-    return ml, dft
-
-
-def _as_frames(frames: Any, name: str) -> list[np.ndarray]:
-    """Normalise input to a list of per-frame float arrays.
-
-    A list of arrays is a list of frames; a 3-D array ``(n_frames, n_atoms, 3)`` is split along its
-    first axis; any other array (``(N, 3)`` or flat) is ONE frame, since frame boundaries are unknown.
-    """
-    if _is_frame_list(frames):
-        return [np.asarray(f, dtype=float) for f in frames]
-    arr = _stack(frames, name)
-    if arr.ndim == 3:
-        return list(arr)
-    return [arr]
-
-
-# --------------------------------------------------------------------------------------------------
 # Force scales
 # --------------------------------------------------------------------------------------------------
 def scale_through_origin(f_ml: Any, f_dft: Any) -> float:
@@ -192,7 +79,7 @@ def scale_through_origin(f_ml: Any, f_dft: Any) -> float:
     ValueError
         On mismatched shapes, empty input, NaN/inf, or all-zero DFT forces.
     """
-    ml, dft = _validate(f_ml, f_dft)
+    ml, dft = validate_force_pair(f_ml, f_dft)
     return float(np.sum(ml * dft) / np.sum(dft * dft))
 
 
@@ -218,7 +105,7 @@ def scale_with_intercept(f_ml: Any, f_dft: Any) -> tuple[float, float]:
         On invalid input (see :func:`scale_through_origin`) or when all DFT components are equal
         (zero variance: the slope is undefined).
     """
-    ml, dft = _validate(f_ml, f_dft)
+    ml, dft = validate_force_pair(f_ml, f_dft)
     x, y = dft.ravel(), ml.ravel()
     dx = x - x.mean()
     var = float(np.sum(dx * dx))
@@ -257,7 +144,7 @@ def linear_correction_factor(f_ml: Any, f_dft: Any) -> float:
     ValueError
         On mismatched shapes, empty input, NaN/inf, or all-zero ML forces.
     """
-    ml, dft = _validate(f_ml, f_dft, nonzero="f_ml")
+    ml, dft = validate_force_pair(f_ml, f_dft, nonzero="f_ml")
     return float(np.sum(ml * dft) / np.sum(ml * ml))
 
 
@@ -283,7 +170,7 @@ def per_element_scales(f_ml: Any, f_dft: Any, species: Sequence[str]) -> dict[st
     ValueError
         On invalid forces, or when ``species`` does not have one entry per atom row.
     """
-    ml, dft = _validate(f_ml, f_dft, nonzero=None)
+    ml, dft = validate_force_pair(f_ml, f_dft, nonzero=None)
     if ml.ndim == 1:
         if ml.size % 3:
             raise ValueError(f"flat forces of size {ml.size} cannot be read as (N, 3) rows")
@@ -324,7 +211,7 @@ def force_mae(f_ml: Any, f_dft: Any) -> float:
     ValueError
         On mismatched shapes, empty input or NaN/inf.
     """
-    ml, dft = _validate(f_ml, f_dft, nonzero=None)
+    ml, dft = validate_force_pair(f_ml, f_dft, nonzero=None)
     return float(np.mean(np.abs(ml - dft)))
 
 
@@ -350,7 +237,7 @@ def corrected_force_mae(f_ml: Any, f_dft: Any, scale: float | None = None) -> fl
     ValueError
         On invalid forces, or a scale that is zero or not finite.
     """
-    ml, dft = _validate(f_ml, f_dft)
+    ml, dft = validate_force_pair(f_ml, f_dft)
     if scale is None:
         scale = float(np.sum(ml * dft) / np.sum(dft * dft))
     if not np.isfinite(scale) or scale == 0.0:
@@ -399,8 +286,8 @@ def energy_mae_per_atom(
         raise ValueError(f"energy shapes differ: {ml.shape} vs {dft.shape}")
     if ml.size == 0:
         raise ValueError("energies are empty")
-    _check_finite(ml, "e_ml")
-    _check_finite(dft, "e_dft")
+    check_finite(ml, "e_ml")
+    check_finite(dft, "e_dft")
     n = np.asarray(n_atoms, dtype=float).ravel()
     if n.size == 1:
         n = np.full(ml.shape, n[0])
@@ -466,9 +353,9 @@ def force_outliers(f_ml_frames: Any, f_dft_frames: Any) -> list[tuple[int, int]]
     list of (int, int)
         ``(frame index, atom index)`` of each atom with an outlier component, in order.
     """
-    ml_frames = _as_frames(f_ml_frames, "f_ml")
-    dft_frames = _as_frames(f_dft_frames, "f_dft")
-    ml, dft = _validate(ml_frames, dft_frames, nonzero=None)
+    ml_frames = as_frames(f_ml_frames, "f_ml")
+    dft_frames = as_frames(f_dft_frames, "f_dft")
+    ml, dft = validate_force_pair(ml_frames, dft_frames, nonzero=None)
     limits = []
     for side in (ml, dft):
         comps = side.ravel()
@@ -548,9 +435,9 @@ def bootstrap_scale_ci(
         raise ValueError(f"level must be in (0, 1), got {level}")
     if min_frames < 1:
         raise ValueError(f"min_frames must be >= 1, got {min_frames}")
-    ml_frames = _as_frames(f_ml_frames, "f_ml")
-    dft_frames = _as_frames(f_dft_frames, "f_dft")
-    ml, dft = _validate(ml_frames, dft_frames)
+    ml_frames = as_frames(f_ml_frames, "f_ml")
+    dft_frames = as_frames(f_dft_frames, "f_dft")
+    ml, dft = validate_force_pair(ml_frames, dft_frames)
     if len(ml_frames) >= min_frames:
         num = np.array([np.sum(a * b) for a, b in zip(ml_frames, dft_frames, strict=True)])
         den = np.array([np.sum(b * b) for b in dft_frames])
@@ -664,9 +551,9 @@ def softening_metrics(
     ValueError
         On invalid forces, species or energies.
     """
-    ml_frames = _as_frames(f_ml_frames, "f_ml")
-    dft_frames = _as_frames(f_dft_frames, "f_dft")
-    ml, dft = _validate(ml_frames, dft_frames)
+    ml_frames = as_frames(f_ml_frames, "f_ml")
+    dft_frames = as_frames(f_dft_frames, "f_dft")
+    ml, dft = validate_force_pair(ml_frames, dft_frames)
     scale = scale_through_origin(ml, dft)
     try:
         slope, intercept = scale_with_intercept(ml, dft)

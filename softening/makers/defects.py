@@ -751,7 +751,7 @@ def barrier_profiles(docs: Sequence[BarrierDoc], out: Any) -> dict[str, str]:
     """Each barrier's energy profile, reference on the model's images and the model."""
     from pathlib import Path
 
-    from softening.analysis.plots import energy_profile_plot
+    from softening.analysis.property_plots import energy_profile_plot
     from softening.naming import safe_filename
 
     files = {}

@@ -606,7 +606,7 @@ def mixing_plots(docs: Sequence[MixingDoc], out: Any) -> dict[str, str]:
     """
     from pathlib import Path
 
-    from softening.analysis.plots import formation_energy_plot
+    from softening.analysis.property_plots import formation_energy_plot
     from softening.naming import safe_filename
 
     by_system: dict[str, list[MixingDoc]] = {}

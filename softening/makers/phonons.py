@@ -685,7 +685,7 @@ def phonon_plots(docs: Sequence[PhononDoc], out: Any) -> dict[str, dict[str, str
     """
     from pathlib import Path
 
-    from softening.analysis.plots import frequency_parity_plot, phonon_bands_plot
+    from softening.analysis.property_plots import frequency_parity_plot, phonon_bands_plot
     from softening.naming import safe_filename
 
     out = Path(out)

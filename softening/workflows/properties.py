@@ -196,7 +196,7 @@ def property_report(
     dict
         ``{"property_plots": {property: PNG path}, "property_results": count}``.
     """
-    from softening.analysis.plots import property_parity_plot
+    from softening.analysis.property_plots import property_parity_plot
     from softening.makers.properties import get_property, property_names, result_key
 
     known = set(property_names())

@@ -152,7 +152,7 @@ def property_plots(docs: Sequence[Any], out: str | Path) -> dict[str, Any]:
     dict
         ``{"<property>_parity": PNG, ...}`` and what the entries' figure functions return.
     """
-    from softening.analysis.plots import property_parity_plot
+    from softening.analysis.property_plots import property_parity_plot
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,9 +8,9 @@
      without jobflow and the store;
    - ``ase``: ``json`` + the model's own ASE calculator called once per frame, the same formula.
    Both must give the same surface energies (printed: the largest difference, J/m^2).
-2. ``vacancy``: :class:`softening.makers.defects.VacancyMaker` on fcc Cu (EMT reference, 3x3x3
+2. ``vacancy``: :class:`softening.makers.vacancy.VacancyMaker` on fcc Cu (EMT reference, 3x3x3
    primitive supercell, unrelaxed and relaxed) through ``run_locally`` into an in-memory store.
-3. ``barrier``: :class:`softening.makers.defects.BarrierMaker` on fcc Cu (the model's climbing-image
+3. ``barrier``: :class:`softening.makers.barrier.BarrierMaker` on fcc Cu (the model's climbing-image
    NEB, 3 images, fmax 0.1 eV/Å, then EMT single points on its images).
 
 The models are loaded once before timing. Usage:
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from softening.makers import ReferenceStaticMaker
-    from softening.makers.defects import BarrierMaker, VacancyMaker
+    from softening.makers.barrier import BarrierMaker
+    from softening.makers.vacancy import VacancyMaker
     from softening.models import load_model
 
     paths = [SI / "training.json", SI / "test.json"]

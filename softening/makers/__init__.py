@@ -3,8 +3,8 @@ comparison, dataset evaluation, and the properties (phonons, surfaces, vacancies
 
 from __future__ import annotations
 
+from softening.makers.barrier import BarrierMaker
 from softening.makers.compare import compare_job, compare_results
-from softening.makers.defects import BarrierMaker, VacancyMaker
 from softening.makers.evaluate import DatasetEvaluationMaker, evaluate_datasets, evaluate_frames
 from softening.makers.md import MDSamplingMaker
 from softening.makers.phonons import PhononMaker
@@ -12,6 +12,7 @@ from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.surfaces import SurfaceMaker
 from softening.makers.umlip import UMLIPStaticMaker
+from softening.makers.vacancy import VacancyMaker
 from softening.makers.vasp import VaspReferenceMaker
 
 __all__ = [

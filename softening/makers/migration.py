@@ -6,7 +6,7 @@ highest minus the lowest image energy. Two ways in:
 - Computed (:class:`MigrationMaker`, ``--property migration --ion Li``): the distinct hops of the
   ion in the host from pymatgen-analysis-diffusion (``MigrationGraph``; its hops' supercells in
   vacancy or interstitial mode), end points relaxed with the model, the model's climbing-image NEB
-  (:func:`~softening.makers.defects.neb_job`, stored and reused), then reference single points on
+  (:func:`~softening.makers.barrier.neb_job`, stored and reused), then reference single points on
   the model's images (ApproxNEB-like: the reference does not move them).
 - Existing DFT NEB runs (:class:`MigrationComparisonFlowMaker`, ``softening barriers``): the images
   of a VASP NEB folder (:func:`~softening.datasets.neb.read_neb_folder`), each uMLIP on the same
@@ -26,13 +26,13 @@ import numpy as np
 from pymatgen.core import Structure
 
 from softening.errors import InputError
-from softening.makers.base import softening_job
-from softening.makers.defects import (
+from softening.makers.barrier import (
     PathFlowMaker,
     barrier_profiles,
     compare_path_results,
     path_values,
 )
+from softening.makers.base import softening_job
 from softening.makers.properties import (
     DataComparisonFlowMaker,
     PreparedData,
@@ -176,7 +176,7 @@ def compare_migration_results(
     parent_uuids: Sequence[str] = (),
 ) -> MigrationDoc:
     """Barrier and profile of the model's NEB and of the reference on its images
-    (:func:`~softening.makers.defects.compare_path_results`).
+    (:func:`~softening.makers.barrier.compare_path_results`).
 
     Raises
     ------
@@ -207,12 +207,12 @@ def migration_compare_job(
 @dataclass
 class MigrationMaker(PathFlowMaker):
     """Migration barriers of a working ion in a host: the uMLIP's NEB, the reference on its images
-    (the loop is :class:`~softening.makers.defects.PathFlowMaker`'s).
+    (the loop is :class:`~softening.makers.barrier.PathFlowMaker`'s).
 
     Attributes
     ----------
     name, reference_maker, models, n_images, fmax, steps, climb, optimizer, relax_endpoints
-        As :class:`~softening.makers.defects.PathFlowMaker`.
+        As :class:`~softening.makers.barrier.PathFlowMaker`.
     ion
         The migrating species (``Li``, ``Mg``, ``Na``...).
     mode

@@ -5,7 +5,7 @@ underestimated, as forces are? :class:`DefectMaker` makes, with pymatgen-analysi
 generators, a vacancy on every symmetry-distinct site of every species, every antisite, the
 substitutions the user names (``--substitute Li:Na``: Na on a Li site) and interstitials at Voronoi
 sites, each in one supercell of the structure chosen by minimum image distance (as
-:class:`~softening.makers.defects.VacancyMaker`). The loop is
+:class:`~softening.makers.vacancy.VacancyMaker`). The loop is
 :class:`~softening.makers.properties.PropertyFlowMaker`'s (reference single points reused by
 content key, one batched uMLIP job per model; with ``relax`` each method relaxes the defect
 positions with its own forces, and both energies are reported).
@@ -38,7 +38,6 @@ from pymatgen.core import Lattice, Structure
 from softening.analysis.defects import combination_energy, defect_formation_energy
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
-from softening.makers.defects import _by_id, defect_supercell
 from softening.makers.properties import (
     BULK,
     PropertyFlowMaker,
@@ -47,6 +46,7 @@ from softening.makers.properties import (
     register_property,
     relax_positions,
 )
+from softening.makers.vacancy import defect_supercell, results_by_id
 from softening.schemas import DefectDoc, DefectRow, DefectValues, FrameSpec, UMLIPResults
 
 logger = logging.getLogger(__name__)
@@ -341,10 +341,13 @@ def compare_defect_results(
     umlip = UMLIPResults.model_validate(umlip)
     material = inputs["material"]
     relaxed = relaxed_references is not None and relaxed_umlip is not None
-    sides = {"reference": _by_id(references, material), umlip.model.name: _by_id(umlip, material)}
+    sides = {
+        "reference": results_by_id(references, material),
+        umlip.model.name: results_by_id(umlip, material),
+    }
     if relaxed:
-        sides["relaxed reference"] = _by_id(relaxed_references, material)
-        sides[f"relaxed {umlip.model.name}"] = _by_id(relaxed_umlip, material)
+        sides["relaxed reference"] = results_by_id(relaxed_references, material)
+        sides[f"relaxed {umlip.model.name}"] = results_by_id(relaxed_umlip, material)
     ids = [BULK, *(d["defect"] for d in inputs["defects"])]
     for side, got in sides.items():
         missing = [i for i in ids if i not in got]

@@ -1,6 +1,7 @@
 """Properties as plug-ins: one registry entry per property, one base maker for the shared loop.
 
-A property is one module (``makers/phonons.py``, ``surfaces.py``, ``defects.py``, ``mixing.py``,
+A property is one module (``makers/phonons.py``, ``surfaces.py``, ``vacancy.py``, ``barrier.py``,
+``mixing.py``, ``migration.py``, ``point_defects.py``,
 or any module of a user's) that defines its maker, its comparison and a :class:`PropertySpec`
 registered with :func:`register_property`. Everything that shows or runs properties reads the
 registry, never a property's name: ``softening properties --property NAME``, ``submit
@@ -169,7 +170,8 @@ _REGISTRY: dict[str, PropertySpec] = {}
 _BUILTIN = (
     "softening.makers.phonons",
     "softening.makers.surfaces",
-    "softening.makers.defects",
+    "softening.makers.vacancy",
+    "softening.makers.barrier",
     "softening.makers.mixing",
     "softening.makers.migration",
     "softening.makers.point_defects",

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from softening.makers.defects import barrier_rows, vacancy_rows
+from softening.makers.barrier import barrier_rows
 from softening.makers.phonons import phonon_plots, phonon_summary
 from softening.makers.properties import get_property
 from softening.makers.surfaces import surface_rows
+from softening.makers.vacancy import vacancy_rows
 
 if TYPE_CHECKING:
     from jobflow import Flow, JobStore

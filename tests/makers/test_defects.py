@@ -106,7 +106,7 @@ def test_vacancy_input_errors():
     from pymatgen.core import Lattice, Structure
 
     from softening.errors import InputError
-    from softening.makers.defects import vacancy_inputs
+    from softening.makers.vacancy import vacancy_inputs
 
     nacl = Structure.from_spacegroup(
         "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
@@ -128,7 +128,7 @@ def test_vacancy_flow_emt_matches_plain_ase_and_resumes(store):
     from ase.optimize import BFGS
 
     from softening.makers import ReferenceStaticMaker
-    from softening.makers.defects import VacancyMaker
+    from softening.makers.vacancy import VacancyMaker
 
     maker = VacancyMaker(
         reference_maker=ReferenceStaticMaker(calculator="emt"), min_image_distance=7.0, relax=True
@@ -175,7 +175,7 @@ def test_barrier_flow_emt_matches_plain_ase_neb(store):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from softening.makers import ReferenceStaticMaker
-    from softening.makers.defects import BarrierMaker, hop_endpoints, neb_path
+    from softening.makers.barrier import BarrierMaker, hop_endpoints, neb_path
     from softening.models import load_model
 
     maker = BarrierMaker(
@@ -215,7 +215,7 @@ def test_barrier_flow_emt_matches_plain_ase_neb(store):
 
 def test_unconverged_neb_is_flagged_and_kept(store):
     from softening.makers import ReferenceStaticMaker
-    from softening.makers.defects import BarrierMaker
+    from softening.makers.barrier import BarrierMaker
 
     maker = BarrierMaker(
         reference_maker=ReferenceStaticMaker(calculator="emt"), min_image_distance=7.0,
@@ -283,7 +283,7 @@ def _al_gpaw():
 
 @pytest.mark.slow
 def test_vacancy_flow_gpaw_al(store):
-    from softening.makers.defects import VacancyMaker
+    from softening.makers.vacancy import VacancyMaker
 
     al, ref = _al_gpaw()
     maker = VacancyMaker(reference_maker=ref, supercell_matrix=[2, 2, 2], min_image_distance=5.0)
@@ -295,7 +295,7 @@ def test_vacancy_flow_gpaw_al(store):
 
 @pytest.mark.slow
 def test_barrier_flow_gpaw_al(store):
-    from softening.makers.defects import BarrierMaker
+    from softening.makers.barrier import BarrierMaker
 
     al, ref = _al_gpaw()
     maker = BarrierMaker(

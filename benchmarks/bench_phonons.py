@@ -37,12 +37,8 @@ EXAMPLES = ROOT.parent / "shared" / "data" / "phonopy_examples"
 def package_way(folder: Path, model, mesh) -> tuple[float, int, float]:
     """omega_max ratio, number of supercells and seconds in the model, the package's way."""
     from softening.datasets.phonopy import read_phonopy_folder
-    from softening.makers.phonons import (
-        compare_phonon_results,
-        phonon_frames,
-        reference_frames,
-        setup_from_data,
-    )
+    from softening.makers.phonon_setup import phonon_frames, reference_frames, setup_from_data
+    from softening.makers.phonons import compare_phonon_results
     from softening.models.evaluate import evaluate_structures
     from softening.schemas import CodeInfo, FrameResult, UMLIPResults
 

@@ -23,12 +23,8 @@ from pymatgen.core import Structure
 
 from softening.analysis.phonons import DEFAULT_IMAGINARY_TOL, DEFAULT_MESH
 from softening.errors import InputError
-from softening.makers.phonons import (
-    phonon_compare_job,
-    phonon_frames,
-    reference_frames,
-    setup_from_data,
-)
+from softening.makers.phonon_setup import phonon_frames, reference_frames, setup_from_data
+from softening.makers.phonons import phonon_compare_job
 from softening.makers.properties import DataComparisonFlowMaker, PreparedData
 
 if TYPE_CHECKING:

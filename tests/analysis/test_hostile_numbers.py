@@ -328,7 +328,7 @@ def test_atoms_in_a_box_are_refused_as_a_bulk_for_surfaces():
 
 @pytest.mark.parametrize("length", [0.0, -5.0, float("nan")])
 def test_a_non_positive_min_length_is_refused(length):
-    from softening.makers.phonons import supercell_matrix_for
+    from softening.makers.phonon_setup import supercell_matrix_for
 
     cu = Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]])
     with pytest.raises(InputError, match="--min-length must be a positive length"):

@@ -103,12 +103,8 @@ def test_force_consistency_on_real_data_permuted_and_reversed():
 def test_force_sets_of_another_material_flagged_and_real_data_not(tmp_path):
     """NaCl with MgO's FORCE_SETS (same 64-atom supercell, same displacements): the issue's ratio
     0.288 and force scale 0.081 came with no flag. What ``softening phonons`` runs, in-process."""
-    from softening.makers.phonons import (
-        compare_phonon_results,
-        phonon_frames,
-        reference_frames,
-        setup_from_data,
-    )
+    from softening.makers.phonon_setup import phonon_frames, reference_frames, setup_from_data
+    from softening.makers.phonons import compare_phonon_results
     from softening.makers.umlip import UMLIPStaticMaker, evaluate_frames
 
     swapped = _copy(NACL, tmp_path / "NaCl_with_MgO_forces")
@@ -140,7 +136,7 @@ def test_force_sets_of_another_material_flagged_and_real_data_not(tmp_path):
 
 
 def test_supercell_limit_before_phonopy(monkeypatch, tmp_path):
-    from softening.makers.phonons import phonon_setup, supercell_matrix_for
+    from softening.makers.phonon_setup import phonon_setup, supercell_matrix_for
     from softening.settings import get_settings
 
     fe = Structure(Lattice.cubic(2.87), ["Fe"], [[0, 0, 0]])

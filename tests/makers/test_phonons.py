@@ -277,12 +277,8 @@ def test_cell_phonopy_cannot_symmetrise_one_line(tmp_path):
 @needs(MGO)
 def test_linearly_corrected_model_frequencies_scale_with_sqrt_c():
     from softening.datasets.phonopy import read_phonopy_folder
-    from softening.makers.phonons import (
-        compare_phonon_results,
-        phonon_frames,
-        reference_frames,
-        setup_from_data,
-    )
+    from softening.makers.phonon_setup import phonon_frames, reference_frames, setup_from_data
+    from softening.makers.phonons import compare_phonon_results
     from softening.models import load_model
     from softening.models.evaluate import evaluate_structures
     from softening.schemas import CodeInfo, FrameResult, UMLIPResults
@@ -329,7 +325,8 @@ def test_linearly_corrected_model_frequencies_scale_with_sqrt_c():
 def test_identical_forces_give_ratio_one_and_missing_references_are_named():
     from softening.datasets.phonopy import read_phonopy_folder
     from softening.errors import CalculationError
-    from softening.makers.phonons import compare_phonon_results, reference_frames, setup_from_data
+    from softening.makers.phonon_setup import reference_frames, setup_from_data
+    from softening.makers.phonons import compare_phonon_results
     from softening.schemas import FrameResult, ModelInfo, UMLIPResults
 
     data = read_phonopy_folder(MGO)

@@ -1,6 +1,6 @@
 """Checks of inputs before any model runs or MD starts, and the one place positions are wrapped.
 
-Every reader of :mod:`softening.datasets.readers` passes its frames through :func:`check_frame`
+Every reader of :mod:`softening.datasets.formats` passes its frames through :func:`check_frame`
 and its structures through :func:`check_structure`, so that a bad frame is refused with a
 one-line :class:`~softening.errors.InputError` naming it, instead of a NaN or a crash after an
 expensive step.

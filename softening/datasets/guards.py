@@ -2,8 +2,8 @@
 
 The same rules apply to VASP outputs read from files (:func:`apply_guard_rails`, used by
 ``softening evaluate``) and to the statics the VASP reference maker runs (:func:`judge_vasp_run`),
-both working on the records :func:`~softening.datasets.readers.vasp_run_info` and
-:func:`~softening.datasets.readers.vasp_step_metadata` build.
+both working on the records :func:`~softening.datasets.vasp_metadata.vasp_run_info` and
+:func:`~softening.datasets.vasp_metadata.vasp_step_metadata` build.
 
 Per ionic step (pymatgen's ``converged_electronic`` looks only at the last one):
 
@@ -187,7 +187,7 @@ def vasp_setting_flags(
     Parameters
     ----------
     run_info
-        :func:`~softening.datasets.readers.vasp_run_info` of the run.
+        :func:`~softening.datasets.vasp_metadata.vasp_run_info` of the run.
     elements
         Element symbols of the structure.
     training_data
@@ -307,9 +307,9 @@ def judge_vasp_run(
     Parameters
     ----------
     run_info
-        :func:`~softening.datasets.readers.vasp_run_info` of the run.
+        :func:`~softening.datasets.vasp_metadata.vasp_run_info` of the run.
     steps
-        :func:`~softening.datasets.readers.vasp_step_metadata` of each ionic step, in order.
+        :func:`~softening.datasets.vasp_metadata.vasp_step_metadata` of each ionic step, in order.
     elements
         Element symbols of the structure.
     source

@@ -7,16 +7,16 @@ DFT total energy. :func:`read_mixing_data` reads it from
 - a folder of one sub-folder per cell (the sub-folder's name is the cell's name), each holding
 
   - ``vasprun.xml`` or ``vasprun.xml.gz``: a full one is read with
-    :func:`~softening.datasets.readers.read_vasprun` and its last ionic step kept; a stripped one
-    (only ``<calculation>`` blocks, no ``<incar>``/``<parameters>``, which pymatgen cannot parse,
-    e.g. pyclupan's examples) is read here: the last ``<calculation>``'s ``e_fr_energy``, its
+    :func:`~softening.datasets.formats.vasprun.read_vasprun` and its last ionic step kept; a
+    stripped one (only ``<calculation>`` blocks, no ``<incar>``/``<parameters>``, which pymatgen
+    cannot parse, e.g. pyclupan's examples) is read here: the last ``<calculation>``'s ``e_fr_energy``, its
     ``finalpos`` structure and the species of the ``atoms`` array (else of the sub-folder's
     ``CONTCAR``/``POSCAR``);
   - or else ``OUTCAR`` / ``OUTCAR.gz``: pymatgen's free energy TOTEN, the structure from
     ``CONTCAR`` (else ``POSCAR``: in some layouts, such as pyclupan's, the final structure);
 
 - an extended XYZ file (``*.extxyz``, ``*.xyz``, optionally ``.gz``), read as
-  :func:`~softening.datasets.readers.read_extxyz` does (``REF_energy``, else ``energy``);
+  :func:`~softening.datasets.formats.extxyz.read_extxyz` does (``REF_energy``, else ``energy``);
 - an ASE database: ``*.db`` (SQLite), or ``*.json`` when its content is ASE's JSON layout (it
   ends with ``"nextid": N}``); the energy is the ``REF_energy`` key, else the row's energy.
 
@@ -46,16 +46,16 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from softening.datasets.checks import check_structure
-from softening.datasets.frames import Frame
-from softening.datasets.readers import (
+from softening.datasets.formats.building import (
     ASE_VOIGT_ORDER,
-    _atoms_to_structure,
-    _detail,
-    _extxyz_frame,
-    _make_frame,
-    read_vasprun,
+    atoms_to_structure,
+    make_frame,
     vasp_stress_to_ase,
 )
+from softening.datasets.formats.extxyz import extxyz_frame
+from softening.datasets.formats.files import detail
+from softening.datasets.formats.vasprun import read_vasprun
+from softening.datasets.frames import Frame
 from softening.errors import InputError, one_line
 
 __all__ = ["MixingData", "read_mixing_data"]
@@ -87,8 +87,8 @@ class MixingData:
         in eV (always set, finite), ``structure`` = the final structure, ``source`` = the file read
         (``"path@index"`` for a frame of a multi-frame file or step of a full vasprun),
         ``flags``/``metadata`` as the package's readers set them (``metadata["vasp"]`` from
-        :func:`~softening.datasets.readers.vasp_run_info` for a full vasprun, so the guard rails
-        can judge it). Folder cells are in sorted name order, file cells in file order.
+        :func:`~softening.datasets.vasp_metadata.vasp_run_info` for a full vasprun, so the guard
+        rails can judge it). Folder cells are in sorted name order, file cells in file order.
     source
         The path given.
     """
@@ -345,7 +345,7 @@ def _read_stripped_vasprun(path: Path, folder: Path, full_error: InputError | No
     except Exception as exc:  # ExpatError, EOFError (gzip cut short), OSError...
         before = f"pymatgen: {full_error}; " if full_error is not None else ""
         raise InputError(
-            f"{str(path)!r} is truncated or unreadable ({before}XML: {_detail(exc)})"
+            f"{str(path)!r} is truncated or unreadable ({before}XML: {detail(exc)})"
         ) from exc
 
     calculations = list(root.iter("calculation"))
@@ -372,7 +372,7 @@ def _read_stripped_vasprun(path: Path, folder: Path, full_error: InputError | No
         stress = calc.find("varray[@name='stress']")
         potcars = _xml_array_column(root, "atomtypes", "pseudopotential")
     except Exception as exc:
-        raise InputError(f"{str(path)!r}: unreadable last <calculation> ({_detail(exc)})") from exc
+        raise InputError(f"{str(path)!r}: unreadable last <calculation> ({detail(exc)})") from exc
 
     metadata: dict[str, Any] = {"code": "vasp", "vasprun_layout": "stripped"}
     if potcars:
@@ -381,7 +381,7 @@ def _read_stripped_vasprun(path: Path, folder: Path, full_error: InputError | No
         # Well-formed but not what pymatgen expects: say so, as the run's settings are unknown.
         metadata["pymatgen_error"] = str(full_error)
     # No <parameters>: PSTRESS is unknown, so e_fr_energy is taken as is (VASP adds p*V to it).
-    return _make_frame(
+    return make_frame(
         path,
         "last <calculation>",
         structure=structure,
@@ -410,7 +410,7 @@ def _read_cell_outcar(path: Path, folder: Path) -> Frame:
         # writes "free energy    TOTEN": match both.
         outcar.read_pattern({"toten": r"free\s+energy\s+TOTEN\s*=\s*(\S+)"})
     except Exception as exc:
-        raise InputError(f"{str(path)!r} is truncated or unreadable ({_detail(exc)})") from exc
+        raise InputError(f"{str(path)!r} is truncated or unreadable ({detail(exc)})") from exc
     if not any(key.startswith("Elapsed time") for key in outcar.run_stats):
         # A run killed before its end (walltime): its last energy is that of an unfinished step.
         raise InputError(
@@ -431,14 +431,14 @@ def _read_cell_outcar(path: Path, folder: Path) -> Frame:
     try:
         poscar = Poscar.from_file(str(structure_file), check_for_potcar=False)
     except Exception as exc:
-        raise InputError(f"cannot read {str(structure_file)!r} ({_detail(exc)})") from exc
+        raise InputError(f"cannot read {str(structure_file)!r} ({detail(exc)})") from exc
     structure = poscar.structure
     nions = outcar.data.get("nions")
     if nions and int(nions[0][0]) != len(structure):
         raise InputError(
             f"{str(path)!r} has {nions[0][0]} atoms but {structure_file.name} {len(structure)}"
         )
-    return _make_frame(
+    return make_frame(
         path,
         "final energy",
         structure=structure,
@@ -489,13 +489,13 @@ def _read_extxyz_cells(path: Path) -> list[Frame]:
         images = ase.io.read(str(path), index=":", format="extxyz")
     except Exception as exc:
         raise InputError(
-            f"cannot read {str(path)!r}: not a valid extended XYZ file ({_detail(exc)})"
+            f"cannot read {str(path)!r}: not a valid extended XYZ file ({detail(exc)})"
         ) from exc
     cells = []
     for i, atoms in enumerate(images):
         name = _cell_name(atoms.info, i)
         with _naming_cell(name):
-            frame = _extxyz_frame(atoms, i, path)
+            frame = extxyz_frame(atoms, i, path)
         cells.append(dataclasses.replace(frame, frame_id=name))
     return cells
 
@@ -514,9 +514,7 @@ def _read_ase_db(path: Path) -> list[Frame]:
     try:
         rows = list(ase.db.connect(str(path), create_indices=False).select())
     except Exception as exc:
-        raise InputError(
-            f"cannot read {str(path)!r}: not an ASE database ({_detail(exc)})"
-        ) from exc
+        raise InputError(f"cannot read {str(path)!r}: not an ASE database ({detail(exc)})") from exc
     cells = []
     for row in rows:
         kvp = dict(row.key_value_pairs)
@@ -526,12 +524,12 @@ def _read_ase_db(path: Path) -> list[Frame]:
             try:
                 atoms = row.toatoms()
             except Exception as exc:
-                raise InputError(f"cannot read {str(path)!r}: {where}: {_detail(exc)}") from exc
-            structure = _atoms_to_structure(atoms, path, where)
+                raise InputError(f"cannot read {str(path)!r}: {where}: {detail(exc)}") from exc
+            structure = atoms_to_structure(atoms, path, where)
             # An explicit reference label wins over a calculator's energy, as in extended XYZ;
             # the calculator's forces and stress are kept only along with its energy.
             from_calc = kvp.get("REF_energy") is None
-            frame = _make_frame(
+            frame = make_frame(
                 path,
                 where,
                 structure=structure,

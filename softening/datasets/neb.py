@@ -5,9 +5,10 @@ The standard VASP NEB layout is a folder with one sub-folder per image, named wi
 Each numbered sub-folder holds
 
 - a full ``vasprun.xml`` or ``vasprun.xml.gz``: its last ionic step is the image (for an image of a
-  finished NEB, the converged one), read with :func:`~softening.datasets.readers.read_vasprun` and
-  judged by :func:`~softening.datasets.guards.apply_guard_rails` as ``softening evaluate`` judges
-  any VASP run (a stripped vasprun without ``<incar>``/``<parameters>`` is read as
+  finished NEB, the converged one), read with
+  :func:`~softening.datasets.formats.vasprun.read_vasprun` and judged by
+  :func:`~softening.datasets.guards.apply_guard_rails` as ``softening evaluate`` judges any VASP run
+  (a stripped vasprun without ``<incar>``/``<parameters>`` is read as
   :mod:`softening.datasets.mixing` reads one: its last ``<calculation>``, no guard rails);
 - or else an ``OUTCAR`` / ``OUTCAR.gz``: its last ``free  energy   TOTEN``, with the structure of
   ``CONTCAR`` (else ``POSCAR``).
@@ -38,6 +39,8 @@ import numpy as np
 from pymatgen.core import Structure
 
 from softening.datasets.checks import MIN_INTERATOMIC_DISTANCE, check_structure
+from softening.datasets.formats.files import detail
+from softening.datasets.formats.vasprun import read_vasprun
 from softening.datasets.frames import Frame
 from softening.datasets.guards import apply_guard_rails
 from softening.datasets.mixing import (
@@ -46,7 +49,6 @@ from softening.datasets.mixing import (
     _read_cell_outcar,
     _read_stripped_vasprun,
 )
-from softening.datasets.readers import _detail, read_vasprun
 from softening.errors import InputError, one_line
 
 __all__ = ["HOP_THRESHOLD", "LATTICE_TOLERANCE", "NEBData", "read_neb_folder"]
@@ -267,7 +269,7 @@ def _check_contcar(folder: Path, frame: Frame, vasprun: Path) -> None:
     try:
         poscar = Poscar.from_file(str(contcar), check_for_potcar=False, read_velocities=False)
     except Exception as exc:
-        raise InputError(f"cannot read {str(contcar)!r} ({_detail(exc)})") from exc
+        raise InputError(f"cannot read {str(contcar)!r} ({detail(exc)})") from exc
     n_contcar, n_vasprun = len(poscar.structure), len(frame.structure)
     if n_contcar != n_vasprun:
         raise InputError(

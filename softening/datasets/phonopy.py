@@ -342,8 +342,8 @@ def _vasprun_files(folder: Path) -> list[Path]:
 
 
 def _from_vaspruns(phonon, runs: list[Path], name: str, disp: Path) -> PhonopyData:
+    from softening.datasets.formats.vasprun import read_vasprun
     from softening.datasets.guards import apply_guard_rails
-    from softening.datasets.readers import read_vasprun
 
     supercells = phonon.supercells_with_displacements
     if supercells is None:
@@ -375,8 +375,8 @@ def _from_vaspruns(phonon, runs: list[Path], name: str, disp: Path) -> PhonopyDa
 
 def _vasprun_settings(runs: list[Path]) -> tuple[list[str], dict[str, Any]]:
     """Guard-rail flags and code record of the vasprun.xml files of a FORCE_SETS."""
+    from softening.datasets.formats.vasprun import read_vasprun
     from softening.datasets.guards import apply_guard_rails
-    from softening.datasets.readers import read_vasprun
 
     flags: set[str] = set()
     code: dict[str, Any] = {"name": "vasp", "version": None, "settings": {}}
@@ -474,7 +474,7 @@ def _incar_flags(folder: Path, unitcell: Structure) -> list[str]:
     from pymatgen.io.vasp import Incar
 
     from softening.datasets.guards import vasp_setting_flags
-    from softening.datasets.readers import vasp_run_info
+    from softening.datasets.vasp_metadata import vasp_run_info
 
     try:
         incar = dict(Incar.from_file(incar_path))

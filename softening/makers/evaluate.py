@@ -1,7 +1,7 @@
 """Evaluate uMLIPs on existing DFT-labelled datasets, streamed: the engine of ``softening evaluate``.
 
 A paper-sized study (the WBM high-energy set: 972 materials, 9,308 frames) is one pass per model
-over the files: frames are read one at a time (:mod:`softening.datasets.stream`), evaluated in
+over the files: frames are read one at a time (:mod:`softening.datasets.readers`), evaluated in
 batches (graphs built once, the model loaded once), and each material's result is computed and
 written to the store as soon as its frames are complete. Per frame only the two force arrays, the
 energies and the species are kept (a few hundred bytes for a WBM frame), for the pooled result,
@@ -464,7 +464,7 @@ def evaluate_datasets(
     DatasetEvaluation
         Per model: pooled and per-material results; its ``summary()`` is the ``--json`` object.
     """
-    from softening.datasets.stream import count_frames, iter_labelled_frames
+    from softening.datasets.readers import count_frames, iter_labelled_frames
 
     paths = [Path(p) for p in datasets]
     counts = [count_frames(p) for p in paths]

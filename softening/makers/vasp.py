@@ -46,8 +46,9 @@ import numpy as np
 from jobflow import Maker
 from pymatgen.core import Structure
 
+from softening.datasets.formats.building import vasp_stress_to_ase
 from softening.datasets.guards import judge_vasp_run
-from softening.datasets.readers import vasp_run_info, vasp_step_metadata, vasp_stress_to_ase
+from softening.datasets.vasp_metadata import vasp_run_info, vasp_step_metadata
 from softening.errors import CalculationError, InputError, SofteningError, one_line
 from softening.makers.base import softening_job
 from softening.makers.reuse import stored_frame_result

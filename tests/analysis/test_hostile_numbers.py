@@ -57,7 +57,7 @@ def _rattled(seed: int, n: int = 4):
 
 def test_a_frame_repeated_inside_one_file_is_refused_naming_both(tmp_path):
     from softening.datasets import read_frames
-    from softening.datasets.stream import iter_frames
+    from softening.datasets.readers import iter_frames
 
     a, b = _rattled(0, 2)
     path = _write(tmp_path / "dup.extxyz", [a, b, a])
@@ -68,8 +68,8 @@ def test_a_frame_repeated_inside_one_file_is_refused_naming_both(tmp_path):
 
 
 def test_the_same_file_twice_is_refused_by_evaluate_and_finetune_readers(tmp_path):
+    from softening.datasets.readers import iter_labelled_frames
     from softening.datasets.references import labelled_frames
-    from softening.datasets.stream import iter_labelled_frames
 
     path = _write(tmp_path / "cu.extxyz", _rattled(1))
     with pytest.raises(InputError, match="frame 0 was read twice"):
@@ -81,7 +81,7 @@ def test_the_same_file_twice_is_refused_by_evaluate_and_finetune_readers(tmp_pat
 @needs(WBM_JSON)
 def test_one_dataset_in_two_formats_is_refused():
     """The WBM subset as extended XYZ and as JSON: the same 21 frames under other ids."""
-    from softening.datasets.stream import iter_labelled_frames
+    from softening.datasets.readers import iter_labelled_frames
 
     with pytest.raises(InputError, match="same frame as .*wbm_subset_21frames.extxyz' frame 0"):
         list(iter_labelled_frames([WBM_XYZ, WBM_JSON]))

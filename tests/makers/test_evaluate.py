@@ -10,7 +10,7 @@ import pytest
 from conftest import DATA, WBM_XYZ, needs
 
 from softening.datasets import read_frames
-from softening.datasets.stream import count_frames, iter_frames
+from softening.datasets.readers import count_frames, iter_frames
 from softening.errors import InputError
 
 WBM_JSON = DATA / "wbm_high_energy_subset" / "wbm_subset_21frames.json.gz"

@@ -164,7 +164,7 @@ def test_unconverged_output_is_refused():
 def test_unconverged_steps_are_dropped_and_counted():
     """Step-level: a run with one converged and one unconverged step keeps one."""
     from softening.datasets.guards import judge_vasp_run
-    from softening.datasets.readers import vasp_run_info, vasp_step_metadata
+    from softening.datasets.vasp_metadata import vasp_run_info, vasp_step_metadata
 
     info = vasp_run_info(
         {"NELM": 3, "EDIFF": 1e-5, "ENCUT": 520, "PREC": "Accurate", "ISPIN": 2},

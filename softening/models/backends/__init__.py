@@ -323,7 +323,7 @@ class ReferenceRun:
 
     @classmethod
     def from_run_info(cls, run_info: dict[str, Any], elements: Iterable[str]) -> ReferenceRun:
-        """From a VASP run's :func:`~softening.datasets.readers.vasp_run_info` (read files)."""
+        """From a VASP run's :func:`~softening.datasets.vasp_metadata.vasp_run_info` (read files)."""
         from softening.datasets.guards import applied_hubbard_u, run_functional
 
         u = applied_hubbard_u(run_info)

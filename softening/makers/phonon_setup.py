@@ -10,7 +10,6 @@ DFT data (a phonopy folder) enters as reference :class:`FrameResult` s of the di
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from phonopy import Phonopy
 
     from softening.datasets.phonopy import PhonopyData
-
-logger = logging.getLogger(__name__)
 
 
 PERFECT = "perfect"

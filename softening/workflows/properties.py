@@ -371,7 +371,8 @@ def mixing_flow(
     """
     from softening.datasets.mixing import read_mixing_data
     from softening.errors import ModelError
-    from softening.makers.mixing import MixingComparisonFlowMaker, parse_end_members
+    from softening.makers.mixing import MixingComparisonFlowMaker
+    from softening.makers.mixing_setup import parse_end_members
     from softening.models import load_model
 
     members = parse_end_members(end_members)

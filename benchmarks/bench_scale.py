@@ -248,7 +248,7 @@ import json, sys, time
 import numpy as np
 from jobflow import Flow
 from pymatgen.core import Structure
-from softening.hpc.local import run_flow
+from softening.execution.local import run_flow
 from softening.makers import ReferenceStaticMaker
 from softening.stores import get_job_store
 from softening.schemas import FrameSpec

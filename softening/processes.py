@@ -1,6 +1,6 @@
 """Worker processes that end with their parent.
 
-A worker process (a job of :func:`softening.hpc.local.run_flow`, a graph builder of
+A worker process (a job of :func:`softening.execution.local.run_flow`, a graph builder of
 :func:`softening.models.evaluate.iter_graphs`) is re-parented to init when its parent is killed
 (``kill -9``, the out-of-memory killer, a lost SLURM step): nothing would ever send it more work,
 yet it would keep its memory, its GPU and any job it was running. :func:`exit_with_parent`, called

@@ -14,9 +14,13 @@ from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 from vasp_emulator import vasp_command, write_fake_potcars
 
-from softening import __version__, doctor
-from softening.cli import app
+from softening import __version__, health
+from softening.cli import app, doctor
+from softening.hpc import health as hpc_health
+from softening.makers import health as makers_health
+from softening.models import health as models_health
 from softening.settings import get_settings
+from softening.stores import health as stores_health
 
 runner = CliRunner()
 
@@ -38,7 +42,7 @@ def _mgo() -> Structure:
 @pytest.fixture
 def fast_models(monkeypatch, tmp_path):
     """Model checks that load nothing (the real ones are tested once, below); no ./launchpad.yaml."""
-    monkeypatch.setattr(doctor, "check_model", lambda spec: lambda: f"{spec} (stub)")
+    monkeypatch.setattr(models_health, "check_model", lambda spec: lambda: f"{spec} (stub)")
     monkeypatch.chdir(tmp_path)
 
 
@@ -55,13 +59,13 @@ def no_path(monkeypatch, tmp_path):
 
 def test_needed_failure_fails_and_unneeded_one_warns():
     def broken():
-        raise doctor._Problem("gone", "bring it back")
+        raise health.Problem("gone", "bring it back")
 
     needed, optional = _run("x", broken, needed=True), _run("y", broken, needed=False)
     assert (needed.status, needed.detail, needed.fix) == ("fail", "gone", "bring it back")
     assert optional.status == "warn"
-    assert not doctor.DoctorReport([needed, optional]).ok
-    assert doctor.DoctorReport([optional]).ok
+    assert not health.DoctorReport([needed, optional]).ok
+    assert health.DoctorReport([optional]).ok
 
 
 def test_each_check_has_its_own_time_limit():
@@ -93,14 +97,14 @@ def test_unexpected_exception_is_one_line():
 
 
 def test_packages_reports_versions():
-    detail = doctor.check_packages()
+    detail = health.check_packages()
     assert "torch " in detail and "pymatgen " in detail and "atomate2 " in detail
 
 
 def test_packages_missing_core_package_fails(monkeypatch):
-    real = doctor._version
-    monkeypatch.setattr(doctor, "_version", lambda d: None if d == "jobflow" else real(d))
-    c = _run("packages", doctor.check_packages)
+    real = health._version
+    monkeypatch.setattr(health, "_version", lambda d: None if d == "jobflow" else real(d))
+    c = _run("packages", health.check_packages)
     assert c.status == "fail" and "missing: jobflow" in c.detail and "pip install" in c.fix
 
 
@@ -108,10 +112,10 @@ def test_gpu_absent_warns_unless_cuda_is_asked_for(monkeypatch, fast_models):
     import torch
 
     if torch.cuda.is_available():
-        c = _run("gpu", doctor.check_gpu)
+        c = _run("gpu", models_health.check_gpu)
         assert c.status == "ok" and "GiB free" in c.detail
         return
-    assert _run("gpu", doctor.check_gpu, needed=False).status == "warn"
+    assert _run("gpu", models_health.check_gpu, needed=False).status == "warn"
     monkeypatch.setenv("SOFTENING_DEVICE", "cuda")
     get_settings.cache_clear()
     report = doctor.run_checks(models=[], store=None)
@@ -125,24 +129,24 @@ def test_gpu_memory_is_reported(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (100 * 2**30, 139 * 2**30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    c = _run("gpu", doctor.check_gpu)
+    c = _run("gpu", models_health.check_gpu)
     assert c.status == "ok" and c.detail == "1 x NVIDIA H200; 100.0 of 139.0 GiB free on device 0"
-    assert "uMLIPs run on cuda" in doctor.check_torch()
+    assert "uMLIPs run on cuda" in models_health.check_torch()
 
 
 def test_chgnet_loads_offline():
-    c = _run("model chgnet", doctor.check_model("chgnet"))
+    c = _run("model chgnet", models_health.check_model("chgnet"))
     assert c.status == "ok" and "CHGNet-0.3.0" in c.detail
 
 
 def test_m3gnet_without_models_dir_says_what_to_set():
-    c = _run("model m3gnet", doctor.check_model("m3gnet"), needed=False)
+    c = _run("model m3gnet", models_health.check_model("m3gnet"), needed=False)
     assert c.status == "warn" and "SOFTENING_MODELS_DIR" in c.fix
 
 
 def test_missing_gpaw_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gpaw", None)
-    c = _run("gpaw", doctor.check_gpaw)
+    c = _run("gpaw", makers_health.check_gpaw)
     assert c.status == "fail" and 'pip install "softening[gpaw]"' in c.fix
 
 
@@ -155,7 +159,7 @@ def test_missing_mace_names_the_extra(monkeypatch, tmp_path):
     with pytest.raises(ModelError, match=r'MACE is not installed: pip install "softening\[mace\]"'):
         _import_mace()
     (tmp_path / "x.model").write_bytes(b"")
-    c = _run("model x", doctor.check_model(str(tmp_path / "x.model")))
+    c = _run("model x", models_health.check_model(str(tmp_path / "x.model")))
     assert c.status == "fail" and 'pip install "softening[mace]"' in c.detail
 
 
@@ -166,7 +170,7 @@ def test_vasp_command_found(monkeypatch):
     import atomate2
 
     monkeypatch.setattr(atomate2.SETTINGS, "VASP_CMD", vasp_command())
-    c = _run("vasp command", doctor.check_vasp_command)
+    c = _run("vasp command", makers_health.check_vasp_command)
     assert c.status == "ok" and "vasp_std" in c.detail
 
 
@@ -174,9 +178,9 @@ def test_no_vasp_on_path(monkeypatch, no_path):
     import atomate2
 
     monkeypatch.setattr(atomate2.SETTINGS, "VASP_CMD", "srun vasp_std")
-    c = _run("vasp command", doctor.check_vasp_command)
+    c = _run("vasp command", makers_health.check_vasp_command)
     assert c.status == "fail" and "srun" in c.detail and "ATOMATE2_VASP_CMD" in c.fix
-    assert _run("vasp command", doctor.check_vasp_command, needed=False).status == "warn"
+    assert _run("vasp command", makers_health.check_vasp_command, needed=False).status == "warn"
 
 
 def test_potcars_all_present(monkeypatch, tmp_path):
@@ -184,7 +188,7 @@ def test_potcars_all_present(monkeypatch, tmp_path):
 
     psp = write_fake_potcars(tmp_path / "psp", ["Mg_pv", "O"])
     monkeypatch.setitem(PMG_SETTINGS, "PMG_VASP_PSP_DIR", str(psp))
-    c = _run("potcars", doctor.check_potcars([_mgo()]))
+    c = _run("potcars", makers_health.check_potcars([_mgo()]))
     assert c.status == "ok" and "Mg_pv" in c.detail and "O" in c.detail
 
 
@@ -193,7 +197,7 @@ def test_potcars_missing_ones_are_all_named(monkeypatch, tmp_path):
 
     psp = write_fake_potcars(tmp_path / "psp", ["Si"])
     monkeypatch.setitem(PMG_SETTINGS, "PMG_VASP_PSP_DIR", str(psp))
-    c = _run("potcars", doctor.check_potcars([_mgo()]))
+    c = _run("potcars", makers_health.check_potcars([_mgo()]))
     assert c.status == "fail" and "Mg_pv, O" in c.detail and "PMG_VASP_PSP_DIR" in c.fix
 
 
@@ -201,7 +205,7 @@ def test_potcar_folder_unset(monkeypatch):
     from pymatgen.core import SETTINGS as PMG_SETTINGS
 
     monkeypatch.delitem(PMG_SETTINGS, "PMG_VASP_PSP_DIR", raising=False)
-    c = _run("potcars", doctor.check_potcars())
+    c = _run("potcars", makers_health.check_potcars())
     assert c.status == "fail" and "not set" in c.detail and "pmg config" in c.fix
 
 
@@ -229,14 +233,14 @@ def test_embedded_store_writable_and_intact(tmp_path):
     js.connect()
     js.docs_store.update([{"uuid": "a", "x": 1}], key="uuid")
     js.close()
-    c = _run("store", doctor.check_store(str(tmp_path / "db")))
+    c = _run("store", stores_health.check_store(str(tmp_path / "db")))
     assert c.status == "ok" and "1 result document(s), writable" in c.detail
-    c = _run("store integrity", doctor.check_store_integrity(str(tmp_path / "db")))
+    c = _run("store integrity", stores_health.check_store_integrity(str(tmp_path / "db")))
     assert c.status == "ok" and "intact" in c.detail
 
 
 def test_new_store_folder_is_not_created(tmp_path):
-    c = _run("store", doctor.check_store(str(tmp_path / "new")))
+    c = _run("store", stores_health.check_store(str(tmp_path / "new")))
     assert c.status == "ok" and "created on the first run" in c.detail
     assert not (tmp_path / "new").exists()
 
@@ -246,7 +250,7 @@ def test_corrupt_sqlite_file_fails_integrity(tmp_path, name):
     damaged = tmp_path / "db" / name
     damaged.parent.mkdir(parents=True, exist_ok=True)
     damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
-    c = _run("store integrity", doctor.check_store_integrity(str(tmp_path / "db")))
+    c = _run("store integrity", stores_health.check_store_integrity(str(tmp_path / "db")))
     assert c.status == "fail" and c.fix
     assert damaged.name in c.detail
 
@@ -256,7 +260,7 @@ def test_unreachable_mongodb_store_fails_fast(monkeypatch):
     get_settings.cache_clear()
     uri = f"mongodb://me:secret@127.0.0.1:{_unused_port()}/softening"
     t0 = time.monotonic()
-    c = _run("store", doctor.check_store(uri))
+    c = _run("store", stores_health.check_store(uri))
     assert time.monotonic() - t0 < 8
     assert c.status == "fail" and "cannot use" in c.detail and "SOFTENING_MONGO" in c.fix
     assert "secret" not in c.detail
@@ -269,22 +273,22 @@ def test_launchpad_unreachable_and_absent(monkeypatch, tmp_path):
     lp.parent.mkdir()
     lp.write_text(f"host: 127.0.0.1\nport: {_unused_port()}\nname: fw\n")
     t0 = time.monotonic()
-    c = _run("launchpad", doctor.check_launchpad(str(lp)))
+    c = _run("launchpad", hpc_health.check_launchpad(str(lp)))
     assert time.monotonic() - t0 < 8
     assert c.status == "fail" and "cannot use the LaunchPad" in c.detail
     monkeypatch.chdir(tmp_path)  # no ./launchpad.yaml, none named: nothing to check
-    assert _run("launchpad", doctor.check_launchpad(None)).status == "skip"
+    assert _run("launchpad", hpc_health.check_launchpad(None)).status == "skip"
 
 
 def test_slurm_commands_missing(no_path):
-    c = _run("slurm", doctor.check_slurm, needed=False)
+    c = _run("slurm", hpc_health.check_slurm, needed=False)
     assert c.status == "warn" and "sbatch" in c.detail
 
 
 def test_queue_adapter_parses(tmp_path):
     qa = tmp_path / "qadapter.yaml"
     qa.write_text("_fw_q_type: SLURM\nqueue: debug\nwalltime: '00:10:00'\n")
-    c = _run("queue adapter", doctor.check_qadapter(str(qa)))
+    c = _run("queue adapter", hpc_health.check_qadapter(str(qa)))
     assert c.status == "ok" and "queue debug" in c.detail
 
 

@@ -20,10 +20,12 @@ PACKAGE = ROOT / "softening"
 #: module may import its own part and any lower layer, never a higher one nor a sibling.
 LAYERS = {
     "cli": 7,
-    "doctor": 6,  # the checks behind ``softening doctor``: over hpc, under the CLI
     "hpc": 5,
     "workflows": 4,
     "makers": 3,
+    # The local executor and its worker sizing: runs any jobflow flow into a store, knows no
+    # workflow; hpc (a --single-job script) and the CLI run flows with it.
+    "execution": 3,
     "stores": 2,
     "models": 2,
     "datasets": 2,
@@ -36,6 +38,9 @@ LAYERS = {
     "softening": 1,  # the package root: __version__
     "errors": 0,
     "jsonio": 0,  # the strict JSON encoder every JSON writer uses (imports nothing of the package)
+    # The doctor's verdicts and what a layer's checks return: each layer's ``health`` module
+    # contributes its own checks, the CLI runs them (imports nothing of the package).
+    "health": 0,
 }
 
 #: Imports between parts of the same layer that are allowed (models wrap structures as datasets

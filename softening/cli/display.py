@@ -143,11 +143,11 @@ def run_flow(
 ) -> tuple[Any, list[str]]:
     """Run ``flow`` into ``store`` (independent jobs side by side) with a progress bar.
 
-    Returns the flow's resolved outputs (:func:`softening.hpc.local.flow_outputs`) and one line
-    per failed or unrun job.
+    Returns the flow's resolved outputs (:func:`softening.execution.local.flow_outputs`) and one
+    line per failed or unrun job.
     """
-    from softening.hpc.local import flow_outputs
-    from softening.hpc.local import run_flow as run
+    from softening.execution.local import flow_outputs
+    from softening.execution.local import run_flow as run
 
     with progress("jobs") as advance:
         n_jobs = sum(1 for _ in flow.iterflow())

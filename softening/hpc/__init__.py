@@ -1,7 +1,7 @@
 """FireWorks and SLURM glue: the LaunchPad, queue adapters, submission, status, reruns, lost runs.
 
-Layering: only the command line imports this package; it imports ``workflows``, ``makers`` and
-``stores`` below it, never the other way round.
+Layering: only the command line imports this package; it imports ``workflows``, ``execution``
+(the local executor), ``makers`` and ``stores`` below it, never the other way round.
 
 - :mod:`softening.hpc.config`: ``launchpad.yaml`` / ``qadapter_slurm.yaml`` loading with
   environment-variable expansion (no secret in a file).
@@ -10,7 +10,7 @@ Layering: only the command line imports this package; it imports ``workflows``, 
 - :mod:`softening.hpc.submit`: flow -> FireWorks workflow with ``umlip`` / ``dft`` categories,
   queue submission, the ``--single-job`` script.
 - :mod:`softening.hpc.run_serialized`: what a ``--single-job`` script runs: a serialised flow into
-  the store, with the parallel executor (:mod:`softening.hpc.local`).
+  the store, with the parallel executor (:mod:`softening.execution.local`).
 - :mod:`softening.hpc.status`: flows and jobs with their states.
 - :mod:`softening.hpc.rerun`: failed and lost runs (heartbeats, and SLURM's own view).
 - :mod:`softening.hpc.slurm`: ``squeue`` / ``scontrol`` / jobcomp log / ``sacct`` / ``sbatch``.

@@ -6,8 +6,8 @@
 
 ``FLOW.json`` (:func:`write_serialized`) holds the jobflow flow as JSON (``Flow.as_dict``, monty's
 encoder) and, for a softening study, its :class:`~softening.workflows.study.StudyOptions`. The
-flow runs with the parallel executor (:func:`softening.hpc.local.run_flow`: independent jobs side
-by side on the allocation's cores), results into the store; a study also writes the
+flow runs with the parallel executor (:func:`softening.execution.local.run_flow`: independent jobs
+side by side on the allocation's cores), results into the store; a study also writes the
 ``softening run`` summary (``summary.json``, ``parity.png``) into ``--out`` and prints it as JSON.
 Every input was checked when the file was written: nothing is rebuilt here. Exit status: 0 when
 the flow ran (a study: when some result came out; failed jobs are listed), 1 on an error, which is
@@ -30,7 +30,7 @@ from softening.jsonio import dumps as strict_dumps
 if TYPE_CHECKING:
     import jobflow
 
-    from softening.hpc.local import FlowRun
+    from softening.execution.local import FlowRun
     from softening.workflows.study import StudyOutcome
 
 __all__ = ["SerializedRun", "main", "read_serialized", "run_serialized", "write_serialized"]
@@ -142,7 +142,7 @@ def run_serialized(
     SofteningError
         An unreadable file or store; for a study, no result at all.
     """
-    from softening.hpc.local import flow_outputs, run_flow
+    from softening.execution.local import flow_outputs, run_flow
     from softening.stores import get_job_store
     from softening.workflows.inputs import job_folders
     from softening.workflows.study import StudyOptions, collect_study

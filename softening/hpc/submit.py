@@ -270,8 +270,8 @@ def submit_single_job(
 
     For users without a MongoDB for FireWorks: the whole flow, serialised (jobflow objects are
     JSON-serialisable), runs inside one allocation with the parallel executor
-    (:func:`softening.hpc.local.run_flow`), its results in the store (an embedded folder on the
-    shared filesystem by default). Check everything before calling this: nothing is rebuilt on the
+    (:func:`softening.execution.local.run_flow`), its results in the store (an embedded folder on
+    the shared filesystem by default). Check everything before calling this: nothing is rebuilt on the
     compute node.
 
     Parameters

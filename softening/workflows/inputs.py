@@ -70,7 +70,7 @@ def load_checked_models(specs: Iterable[str], elements: Iterable[str]) -> list[A
 
 
 def job_folders(reference: str, out: str | Path | None) -> dict[str, Any]:
-    """Folder options of :func:`softening.hpc.local.run_flow` for a reference.
+    """Folder options of :func:`softening.execution.local.run_flow` for a reference.
 
     atomate2's VASP jobs write into the current folder, so each gets its own under
     ``<out>/vasp-runs`` (created here); the embedded references need none.

@@ -265,7 +265,7 @@ def collect_study(
     job_store
         The store it ran into.
     outputs
-        The flow's resolved outputs (:func:`softening.hpc.local.flow_outputs`).
+        The flow's resolved outputs (:func:`softening.execution.local.flow_outputs`).
     failures
         One line per failed job.
     options

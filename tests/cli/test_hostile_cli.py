@@ -50,7 +50,7 @@ _PARENTS = {
     "run_flow": """
         from jobflow import Flow
         from nappers import nap
-        from softening.hpc.local import run_flow
+        from softening.execution.local import run_flow
         from softening.stores import get_job_store
 
         run_flow(Flow([nap("a"), nap("b")]), get_job_store(sys.argv[1] + "/db"), workers=2)
@@ -146,7 +146,7 @@ def test_a_worker_death_is_not_charged_to_a_job_that_shared_the_pool(store, tmp_
     """The doomed job's death breaks the pool while the other job waits (or has not started):
     the other job was not at fault; it dies once later on its own and must still be retried,
     not failed. (Before: charged for the shared loss, its own first death was its second.)"""
-    from softening.hpc.local import run_flow
+    from softening.execution.local import run_flow
 
     flag, marker = tmp_path / "flag", tmp_path / "marker"
     survivor = die_when_alone(str(flag), str(marker), 42)

@@ -190,7 +190,7 @@ def test_collect_study_summary_and_files(tmp_path, store):
 
 
 def test_correction_options_build_run_and_summary(tmp_path):
-    from softening.hpc.local import flow_outputs, run_flow
+    from softening.execution.local import flow_outputs, run_flow
     from softening.stores import get_job_store
     from softening.workflows.correction import CorrectionOptions, verification_summary
 

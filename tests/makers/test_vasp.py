@@ -537,7 +537,7 @@ def test_flow_with_vasp_references_in_parallel_workers(vasp_env, tmp_path, monke
     worker processes (each VASP job in its own folder), with the same result as run_locally."""
     from pymatgen.core import SETTINGS as PMG_SETTINGS
 
-    from softening.hpc.local import flow_outputs, run_flow
+    from softening.execution.local import flow_outputs, run_flow
     from softening.schemas import StudyResult
     from softening.stores import get_job_store
 

@@ -140,10 +140,10 @@ def test_cli_never_prints_the_password_nor_creates_a_folder(tmp_path, command):
 
 
 def test_doctor_reports_a_malformed_uri_as_one_failed_store_line(tmp_path, monkeypatch):
-    from softening import doctor
     from softening.cli import app
+    from softening.models import health as models_health
 
-    monkeypatch.setattr(doctor, "check_model", lambda spec: lambda: f"{spec} (stub)")
+    monkeypatch.setattr(models_health, "check_model", lambda spec: lambda: f"{spec} (stub)")
     monkeypatch.setenv("SOFTENING_REFERENCE", "emt")
     monkeypatch.setenv("SOFTENING_MONGO_PASSWORD", "envPWsecret")
     monkeypatch.chdir(tmp_path)

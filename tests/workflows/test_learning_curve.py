@@ -188,7 +188,7 @@ def test_k1_highest_energy_reproduces_finetune(tmp_path):
 
 @needs(SI)
 def test_head_points_are_jobs_and_resume(tmp_path, store):
-    from softening.hpc.local import flow_outputs, run_flow
+    from softening.execution.local import flow_outputs, run_flow
     from softening.makers.learning_curve import curve_flow
     from softening.models.finetune import FineTuneSettings
 

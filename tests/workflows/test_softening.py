@@ -11,7 +11,7 @@ from pymatgen.core import Lattice, Structure
 
 from softening.analysis import scale_through_origin
 from softening.datasets.checks import structure_digest
-from softening.hpc.local import flow_outputs
+from softening.execution.local import flow_outputs
 from softening.makers import (
     FrameSelectionMaker,
     MDSamplingMaker,

@@ -1,5 +1,6 @@
-"""The local parallel executor (softening.hpc.local): dependencies, failures, replacements, dead
-workers, and the softening flow with several workers giving the same results as with one."""
+"""The local parallel executor (softening.execution.local): dependencies, failures, replacements,
+dead workers, the sizing of its workers (softening.execution.resources), and the softening flow
+with several workers giving the same results as with one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 from jobflow import Flow, JobConfig, OnMissing, Response, job, run_locally
 
-from softening.hpc.local import allocated_cores, default_workers, flow_outputs, run_flow
+from softening.execution.local import flow_outputs, run_flow
+from softening.execution.resources import allocated_cores, default_workers
 from softening.schemas import StudyResult
 
 
@@ -161,10 +163,10 @@ def test_core_count_comes_from_the_allocation(monkeypatch):
     assert allocated_cores() == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert allocated_cores() == 8
-    monkeypatch.setattr("softening.hpc.local.available_memory_gb", lambda: 100.0)
+    monkeypatch.setattr("softening.execution.resources.available_memory_gb", lambda: 100.0)
     assert default_workers(threads=2) == 4
     assert default_workers(threads=1, n_jobs=3) == 3
-    monkeypatch.setattr("softening.hpc.local.available_memory_gb", lambda: 7.0)
+    monkeypatch.setattr("softening.execution.resources.available_memory_gb", lambda: 7.0)
     assert default_workers(threads=1) == 2  # 3 GB per worker
 
 

@@ -150,7 +150,7 @@ def one_error_line(res: subprocess.CompletedProcess, *words: str) -> None:
 SLOW = {
     "tests/makers/test_phonons.py::test_run_finetune_then_phonons_of_raw_and_corrected_model",
     "tests/makers/test_mixing.py::test_mixing_cu_ag_au_matches_plain_xml_and_chgnet_calculator",
-    "tests/hpc/test_local.py::test_run_resumes_after_the_process_is_killed",
+    "tests/execution/test_local_executor.py::test_run_resumes_after_the_process_is_killed",
     "tests/hpc/test_slurm.py::test_submit_property_flow_to_the_launchpad",
     "tests/makers/test_migration.py::test_migration_interstitial_h_in_pd_emt_matches_plain_ase",
     "tests/models/test_factory.py::test_pickled_payloads_never_run_and_bad_files_are_one_line",

@@ -270,7 +270,8 @@ def _surface_case(gamma_ref: float, gamma_ml: float):
     energy plus ``2 A gamma`` (gamma in J/m^2)."""
     from softening.analysis.surfaces import J_PER_M2_PER_EV_PER_A2
     from softening.makers.properties import BULK
-    from softening.makers.surfaces import compare_surface_results, generate_slabs, slab_inputs
+    from softening.makers.slabs import generate_slabs, slab_inputs
+    from softening.makers.surfaces import compare_surface_results
     from softening.schemas import CodeInfo, FrameResult, ModelInfo, UMLIPResults
 
     bulk = Structure(Lattice.cubic(3.6), ["Cu"] * 4,

@@ -220,7 +220,7 @@ def _cu():
 def test_polar_facet_skipped_with_reason():
     from pymatgen.core import Lattice, Structure
 
-    from softening.makers.surfaces import generate_slabs
+    from softening.makers.slabs import generate_slabs
 
     nacl = Structure.from_spacegroup(
         "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
@@ -272,7 +272,8 @@ def test_relaxed_slabs_emt_match_plain_ase_bfgs(store):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from softening.makers import ReferenceStaticMaker
-    from softening.makers.surfaces import SurfaceMaker, generate_slabs
+    from softening.makers.slabs import generate_slabs
+    from softening.makers.surfaces import SurfaceMaker
 
     cu = _cu()
     maker = SurfaceMaker(

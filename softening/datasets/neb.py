@@ -40,15 +40,15 @@ from pymatgen.core import Structure
 
 from softening.datasets.checks import MIN_INTERATOMIC_DISTANCE, check_structure
 from softening.datasets.formats.files import detail
+from softening.datasets.formats.vasp_folder import (
+    first_file,
+    is_full_vasprun,
+    read_cell_outcar,
+    read_stripped_vasprun,
+)
 from softening.datasets.formats.vasprun import read_vasprun
 from softening.datasets.frames import Frame
 from softening.datasets.guards import apply_guard_rails
-from softening.datasets.mixing import (
-    _first_file,
-    _is_full_vasprun,
-    _read_cell_outcar,
-    _read_stripped_vasprun,
-)
 from softening.errors import InputError, one_line
 
 __all__ = ["HOP_THRESHOLD", "LATTICE_TOLERANCE", "NEBData", "read_neb_folder"]
@@ -192,10 +192,10 @@ def _image_folders(root: Path, source: str) -> list[Path]:
 
 def _read_image(folder: Path, end_point: bool) -> Frame:
     """The image's final frame: from vasprun.xml(.gz) when there is one, else OUTCAR + CONTCAR."""
-    vasprun = _first_file(folder, ("vasprun.xml", "vasprun.xml.gz"))
+    vasprun = first_file(folder, ("vasprun.xml", "vasprun.xml.gz"))
     if vasprun is not None:
         return _read_image_vasprun(vasprun, folder)
-    outcar = _first_file(folder, ("OUTCAR", "OUTCAR.gz"))
+    outcar = first_file(folder, ("OUTCAR", "OUTCAR.gz"))
     if outcar is None:
         # The usual cause for the end points: VASP's NEB does not compute them.
         hint = (
@@ -207,13 +207,13 @@ def _read_image(folder: Path, end_point: bool) -> Frame:
         raise InputError(f"no vasprun.xml(.gz) or OUTCAR(.gz) in {str(folder)!r}{hint}")
     # mixing's reader refuses an OUTCAR without its final timing block (a run killed mid-step)
     # and one whose atom count differs from CONTCAR's.
-    return _read_cell_outcar(outcar, folder)
+    return read_cell_outcar(outcar, folder)
 
 
 def _read_image_vasprun(path: Path, folder: Path) -> Frame:
     """The last ionic step of a full vasprun (after the guard rails), else of a stripped one."""
-    if not _is_full_vasprun(path):
-        return _read_stripped_vasprun(path, folder, None)
+    if not is_full_vasprun(path):
+        return read_stripped_vasprun(path, folder, None)
     try:
         steps = read_vasprun(path)
     except InputError as exc:
@@ -221,7 +221,7 @@ def _read_image_vasprun(path: Path, folder: Path) -> Frame:
             raise  # a refusal of what was read (e.g. a non-finite energy), not a parse failure
         # As mixing does: well-formed XML that pymatgen cannot interpret is read as a stripped
         # file; a truncated one is refused there with both parsers' reasons.
-        return _read_stripped_vasprun(path, folder, exc)
+        return read_stripped_vasprun(path, folder, exc)
     # Raises "refused '<file>': ..." when no step is usable; the caller adds the image's name.
     kept, _ = apply_guard_rails(steps)
     last = steps[-1]

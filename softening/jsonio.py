@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dumps", "finite", "write_json"]
+__all__ = ["dumps", "finite", "rounded", "write_json"]
 
 
 def finite(obj: Any) -> Any:
@@ -36,6 +36,18 @@ def finite(obj: Any) -> Any:
     if callable(tolist) and type(obj).__module__ == "numpy":
         return finite(tolist())
     return obj
+
+
+def rounded(x: Any, digits: int) -> float | None:
+    """``x`` as a finite float rounded to ``digits`` significant digits (shorter JSON text);
+    ``None`` for a non-finite number or anything that is not a number."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(v):
+        return None
+    return float(f"{v:.{digits}g}")
 
 
 def dumps(obj: Any, **kwargs: Any) -> str:

@@ -20,7 +20,6 @@ this module; :func:`page_data` builds its data (no store needed), :func:`write_p
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import tempfile
@@ -30,8 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from softening.jsonio import rounded
+from softening.workflows.html_properties import DIGITS, property_docs, property_entry
+
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     import numpy as np
     from jobflow import JobStore
@@ -53,8 +55,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PARITY_CAP = 2000
 #: The page's template (layout, style and scripts), a package data file beside this module.
 TEMPLATE = "html_report.html"
-#: Significant digits of the numbers written into the page (plots and table; 4-5 is plenty).
-DIGITS = 5
 #: The columns of ``rows`` in the page data, in order.
 ROW_FIELDS = (
     "material_id",
@@ -205,7 +205,7 @@ def html_report(
     where = where or ResultFilter()
     job_store = open_store(store)
     results = query_results(job_store, where)
-    properties = _property_docs(job_store, where)
+    properties = property_docs(job_store, where)
     if not results and not properties:
         raise InputError("no stored result matches the filters: nothing to report")
     selection = report_selection(results, parity_limit)
@@ -290,7 +290,7 @@ def page_data(
     for uuid, (f_ref, f_ml) in forces.items():
         if uuid in index:
             parity[str(index[uuid])] = _parity(f_ref, f_ml, parity_cap, rng)
-    props = [p for p in (_property_entry(d) for d in properties) if p is not None]
+    props = [p for p in (property_entry(d) for d in properties) if p is not None]
     for p in props:
         models.setdefault(p["model"], len(models))
     summary = _summaries(results, list(models), pooled or {}, parity, index)
@@ -316,13 +316,7 @@ def page_data(
 
 def _num(x: Any, digits: int = DIGITS) -> float | None:
     """A finite number rounded to ``digits`` significant digits; ``None`` for anything else."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(v):
-        return None
-    return float(f"{v:.{digits}g}")
+    return rounded(x, digits)
 
 
 def _row(r: dict[str, Any], models: dict[str, int], in_cmae: bool) -> list[Any]:
@@ -466,102 +460,6 @@ def _notes(
             "meaningless); they are in the table (flag filter: 'not in MAE vs cMAE')."
         )
     return notes
-
-
-# ---- property documents ---------------------------------------------------------------------------
-
-
-def _property_docs(job_store: JobStore, where: ResultFilter) -> list[Any]:
-    """The latest property document per property, material and model (registered properties
-    only, validated as their document classes), with the same model and material filters as
-    the PNG report's property plots."""
-    from pydantic import ValidationError
-
-    from softening.makers.properties import get_property, property_names, result_key
-    from softening.workflows.properties import query_property_docs
-
-    known = set(property_names())
-    latest: dict[tuple, dict[str, Any]] = {}
-    docs = query_property_docs(
-        job_store, model=where.model, material_id=where.material_id, load_arrays=True
-    )
-    for d in docs:  # newest first
-        if d["property"] in known:
-            latest.setdefault(result_key(d), d)
-    out = []
-    for d in latest.values():
-        clean = {k: (None if _is_blob_ref(v) else v) for k, v in d.items()}
-        try:
-            out.append(get_property(d["property"]).validate(clean))
-        except ValidationError as exc:  # a document of another version of its property
-            log.warning(
-                "property %s of %s (%s) left out of the page: %s", d["property"],
-                d["material_id"], d["model"]["name"], str(exc).splitlines()[0],
-            )  # fmt: skip
-    return out
-
-
-def _is_blob_ref(value: Any) -> bool:
-    """Whether a stored field is a reference to the data store (its array not loaded)."""
-    return isinstance(value, dict) and "blob_uuid" in value
-
-
-def _axis_text(axis: str) -> str:
-    """A registry axis label (matplotlib mathtext) as plotly text: ``$^2$`` -> ``<sup>2</sup>``."""
-    text = re.sub(r"\$\^\{?([^}$]*)\}?\$", r"<sup>\1</sup>", axis)
-    text = re.sub(r"\$_\{?([^}$]*)\}?\$", r"<sub>\1</sub>", text)
-    return text.replace("$", "")
-
-
-def _property_entry(doc: Any) -> dict[str, Any] | None:
-    """One property document as the page draws it: its parity pairs (the registry's ``pairs``,
-    labelled by its ``items`` where they match) and, where stored, its band path."""
-    from softening.makers.properties import get_property
-    from softening.schemas import flag_texts
-
-    spec = get_property(doc.property)
-    pairs = [(_num(a), _num(b)) for a, b in spec.pairs(doc)]
-    labels: list[str] = []
-    if spec.items is not None:
-        items = spec.items(doc)
-        if len(items) == len(pairs):
-            labels = [str(item[0]) for item in items]
-    return {
-        "property": doc.property,
-        "material_id": doc.material_id,
-        "formula": doc.formula,
-        "model": doc.model.name,
-        "reference": doc.reference.name,
-        "ratio": _num(doc.ratio),
-        "flags": flag_texts(doc.flags),
-        "axis": _axis_text(spec.axis),
-        "description": spec.description,
-        "x": [a for a, _ in pairs],
-        "y": [b for _, b in pairs],
-        "labels": labels,
-        "bands": _bands(doc),
-    }
-
-
-def _bands(doc: Any) -> dict[str, Any] | None:
-    """The band path a document stores in its ``arrays`` (distances, ticks, reference and model
-    frequencies), whatever its property; ``None`` when it stores none."""
-    arrays = getattr(doc, "arrays", None)
-    distances = getattr(arrays, "band_distances", None)
-    ref = getattr(arrays, "band_frequencies_ref", None)
-    ml = getattr(arrays, "band_frequencies", None)
-    if not distances or not (ref or ml):
-        return None
-
-    def table(freqs: Iterable[Iterable[float]] | None) -> list[list[float | None]]:
-        return [[_num(f, 4) for f in row] for row in freqs or []]
-
-    return {
-        "x": [_num(d, 5) for d in distances],
-        "ticks": [[_num(d, 5), str(label)] for d, label in getattr(arrays, "band_ticks", [])],
-        "ref": table(ref),
-        "ml": table(ml),
-    }
 
 
 # ---- pooled results, filters -----------------------------------------------------------------------

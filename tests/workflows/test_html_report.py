@@ -245,12 +245,12 @@ def test_the_page_template_ships():
     assert (ROOT / "softening" / "workflows" / TEMPLATE).is_file()
 
 
-def test_axis_text():
-    from softening.workflows.html_report import _axis_text
+def testaxis_text():
+    from softening.workflows.html_properties import axis_text
 
-    assert _axis_text("surface energy (J/m$^2$)") == "surface energy (J/m<sup>2</sup>)"
-    assert _axis_text("E$_{form}$ (eV)") == "E<sub>form</sub> (eV)"
-    assert _axis_text("barrier (eV)") == "barrier (eV)"
+    assert axis_text("surface energy (J/m$^2$)") == "surface energy (J/m<sup>2</sup>)"
+    assert axis_text("E$_{form}$ (eV)") == "E<sub>form</sub> (eV)"
+    assert axis_text("barrier (eV)") == "barrier (eV)"
 
 
 # ---- the command line: counts and the first ids, never a paragraph of them ------------------------

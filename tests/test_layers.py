@@ -36,6 +36,7 @@ LAYERS = {
     "softening": 1,  # the package root: __version__
     "errors": 0,
     "jsonio": 0,  # the strict JSON encoder every JSON writer uses (imports nothing of the package)
+    "defaults": 0,  # the study's default values that makers, options and CLI read (imports nothing)
 }
 
 #: Imports between parts of the same layer that are allowed (models wrap structures as datasets

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from jobflow import Maker, job
 
+from softening import defaults
 from softening.analysis.correction import (
     CORRECTION_METHODS,
     correction_factor,
@@ -137,7 +138,7 @@ class CorrectionMaker(Maker):
     model: str = "chgnet"
     mode: str = "scale"
     method: str = "lstsq"
-    train_frames: int = 1
+    train_frames: int = defaults.TRAIN_FRAMES
     frame_choice: str = "highest-energy"
     finetune: FineTuneSettings = field(default_factory=FineTuneSettings)
     cross_check: bool = True

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pymatgen.core import Composition, Structure
 
+from softening import defaults
 from softening.analysis.mixing import (
     HULL_TOL,
     compare_formation_energies,
@@ -484,7 +485,7 @@ class MixingMaker(PropertyFlowMaker):
     # Orderings of different composition need their own volume.
     relax_cell: ClassVar[bool] = True
     substitute: str | None = None
-    max_cells: int = 4
+    max_cells: int = defaults.MAX_CELLS
     symprec: float = 0.01
     max_structures: int = 500
 

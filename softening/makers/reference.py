@@ -15,6 +15,7 @@ import numpy as np
 from jobflow import Maker
 from pymatgen.core import Structure
 
+from softening import defaults
 from softening.errors import InputError, SofteningError
 from softening.makers.base import softening_job
 from softening.makers.reuse import stored_frame_result
@@ -59,8 +60,8 @@ class ReferenceStaticMaker(Maker):
 
     name: str = "reference static"
     calculator: str = "gpaw"
-    ecut: float = 500.0
-    kspacing: float = 0.25
+    ecut: float = defaults.ECUT
+    kspacing: float = defaults.KSPACING
     smearing: float = 0.05
     hubbard: str = "mp"
     force_convergence: float = 1e-3

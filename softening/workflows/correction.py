@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from softening import defaults
+
 if TYPE_CHECKING:
     from jobflow import Flow
 
@@ -51,7 +53,7 @@ class CorrectionOptions:
     model: str = "chgnet"
     mode: str = "scale"
     method: str = "lstsq"
-    train_frames: int = 1
+    train_frames: int = defaults.TRAIN_FRAMES
     frame_choice: str = "highest-energy"
     epochs: int = 100
     replay: str | Path | None = None

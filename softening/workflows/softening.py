@@ -9,6 +9,7 @@ from typing import Any
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
+from softening import defaults
 from softening.makers.compare import compare_job
 from softening.makers.evaluate import DatasetEvaluationMaker
 from softening.makers.finetune import CorrectionMaker, property_after_correction, verify_job
@@ -167,17 +168,13 @@ def _default_ids(structures: list[Structure]) -> list[str]:
     The hash covers lattice, species and wrapped fractional coordinates
     (:func:`softening.datasets.checks.structure_digest`), so different structures with one
     formula never share an id across runs, and the same structure always gets the same id. The
-    same structure given twice in one run gets a ``-2`` suffix the second time.
+    same structure given twice in one run gets a ``-2`` suffix the second time
+    (:func:`softening.naming.unique_ids`).
     """
     from softening.datasets.checks import structure_digest
+    from softening.naming import unique_ids
 
-    seen: dict[str, int] = {}
-    ids = []
-    for s in structures:
-        base = f"{s.composition.reduced_formula}-{structure_digest(s)}"
-        seen[base] = seen.get(base, 0) + 1
-        ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return ids
+    return unique_ids(f"{s.composition.reduced_formula}-{structure_digest(s)}" for s in structures)
 
 
 @dataclass
@@ -197,8 +194,8 @@ class CorrectionFlowMaker(Maker):
 def reference_maker_for(
     reference: str,
     structures: list[Structure],
-    ecut: float = 500.0,
-    kspacing: float = 0.25,
+    ecut: float = defaults.ECUT,
+    kspacing: float = defaults.KSPACING,
     strict: bool = False,
     local_checks: bool = True,
 ) -> ReferenceStaticMaker | VaspReferenceMaker:

@@ -238,6 +238,16 @@ def test_default_ids_are_formula_plus_structure_hash():
     assert _default_ids([b]) == [ids[1]]  # the same structure gets the same id in any run
 
 
+def test_material_ids_follow_one_rule():
+    """Every flow's ids (formula + hash, formula, file stem) are made unique by one function, which
+    keeps the first of equal names and numbers the others from 2, never repeating an id."""
+    from softening.naming import unique_ids
+
+    assert unique_ids(["Si", "Si", "Cu", "Si"]) == ["Si", "Si-2", "Cu", "Si-3"]
+    assert unique_ids(["X", "X", "X-2"]) == ["X", "X-2", "X-2-2"]  # a base that looks numbered
+    assert unique_ids([]) == []
+
+
 def test_store_with_formula_ids_resumes_under_new_ids(store):
     """A store written when ids were bare formulas: MD and references are reused by content key."""
     maker = _flow_maker(ReferenceStaticMaker(calculator="emt"))

@@ -12,7 +12,7 @@ from pymatgen.core import Structure
 
 from softening import defaults
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.reuse import reuse_stored
 from softening.schemas import MDResult, MDTrajectory, content_key
 

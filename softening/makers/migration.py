@@ -26,13 +26,13 @@ import numpy as np
 from pymatgen.core import Structure
 
 from softening.errors import InputError
-from softening.makers.base import softening_job
 from softening.makers.defects import (
     PathFlowMaker,
     barrier_profiles,
     compare_path_results,
     path_values,
 )
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     DataComparisonFlowMaker,
     PreparedData,

@@ -42,7 +42,7 @@ from softening.analysis.mixing import (
     regular_solution_omega,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     DataComparisonFlowMaker,
     PreparedData,

@@ -37,8 +37,8 @@ from pymatgen.core import Lattice, Structure
 
 from softening.analysis.defects import combination_energy, defect_formation_energy
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
 from softening.makers.defects import _by_id, defect_supercell
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     BULK,
     PropertyFlowMaker,

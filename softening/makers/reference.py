@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 
 from softening import defaults
 from softening.errors import InputError, SofteningError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.reuse import stored_frame_result
 from softening.mp_rules import mp_hubbard_u, mp_kpoint_mesh, mp_magmoms
 from softening.schemas import CodeInfo, FrameResult, FrameSpec, content_key

@@ -12,7 +12,7 @@ from pymatgen.core import Lattice, Structure
 from softening import defaults
 from softening.analysis.sampling import assign_strains, stratified_energy_indices
 from softening.errors import InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.schemas import FrameSelection, FrameSpec, MDResult
 
 #: How frames are picked from a trajectory: one per potential-energy bin (the paper), or one per

@@ -36,7 +36,7 @@ from softening.analysis.surfaces import (
     vacuum_axis,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     BULK,
     DataComparisonFlowMaker,

@@ -49,7 +49,7 @@ from pymatgen.core import Structure
 from softening.datasets.guards import judge_vasp_run
 from softening.datasets.readers import vasp_run_info, vasp_step_metadata, vasp_stress_to_ase
 from softening.errors import CalculationError, InputError, SofteningError, one_line
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.reuse import stored_frame_result
 from softening.schemas import CodeInfo, Flag, FrameResult, FrameSpec, content_key
 

@@ -10,15 +10,15 @@ from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
 from softening import defaults
-from softening.makers.compare import compare_job
+from softening.makers.correction import CorrectionMaker, property_after_correction, verify_job
 from softening.makers.evaluate import DatasetEvaluationMaker
-from softening.makers.finetune import CorrectionMaker, property_after_correction, verify_job
+from softening.makers.force_comparison import compare_job
 from softening.makers.md import MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.schemas import FrameResult, StudyResult
+from softening.schemas import StudyResult
 
 
 @dataclass
@@ -50,10 +50,11 @@ class SofteningFlowMaker(Maker):
         When set, each model is also corrected on the labelled frames of each material and the
         correction verified on the held-out frames (a VerificationDoc per model).
     property_maker
-        A property maker (:class:`~softening.makers.phonons.PhononMaker`, ``SurfaceMaker``,
-        ``VacancyMaker``, ``BarrierMaker``): the property of each material with the reference and
-        each model; with ``correction_maker``, also with each corrected model, once it is written
-        (property documents, found by ``query_property_docs``; not in the flow's output).
+        A registered property's maker (:func:`~softening.workflows.properties.property_maker`:
+        phonons, surfaces, defects, migration, mixing...): the property of each material with the
+        reference and each model; with ``correction_maker``, also with each corrected model, once
+        it is written (property documents, found by ``query_property_docs``; not in the flow's
+        output).
     """
 
     name: str = "softening"
@@ -175,20 +176,6 @@ def _default_ids(structures: list[Structure]) -> list[str]:
     from softening.naming import unique_ids
 
     return unique_ids(f"{s.composition.reduced_formula}-{structure_digest(s)}" for s in structures)
-
-
-@dataclass
-class CorrectionFlowMaker(Maker):
-    """Correct a uMLIP on labelled frames and verify it on the held-out ones (two jobs)."""
-
-    name: str = "correct"
-    correction_maker: CorrectionMaker = field(default_factory=CorrectionMaker)
-
-    def make(self, references: list[FrameResult]) -> Flow:
-        """The flow; its output is the :class:`VerificationDoc`."""
-        correct = self.correction_maker.make(references)
-        verify = verify_job(references, correct.output)
-        return Flow([correct, verify], output=verify.output, name=self.name)
 
 
 def reference_maker_for(

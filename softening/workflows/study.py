@@ -123,7 +123,7 @@ class StudyOptions:
         """
         from softening.errors import InputError
         from softening.makers import FrameSelectionMaker, MDSamplingMaker, UMLIPStaticMaker
-        from softening.makers.finetune import CorrectionMaker, models_folder
+        from softening.makers.correction import CorrectionMaker, models_folder
         from softening.stores.factory import resolve_store_spec
         from softening.workflows.inputs import default_models, load_checked_models
         from softening.workflows.softening import SofteningFlowMaker, reference_maker_for

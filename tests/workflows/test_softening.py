@@ -139,7 +139,7 @@ def test_md_maker_rejects_bad_settings(kwargs, match):
 
 def test_pooled_is_one_slope_not_a_mean(store):
     """compare_results over two materials pools all components (checked against numpy)."""
-    from softening.makers.compare import compare_results
+    from softening.makers.force_comparison import compare_results
     from softening.stores import CodeInfo, FrameResult, ModelInfo, UMLIPResults
 
     rng = np.random.default_rng(1)

@@ -1,4 +1,9 @@
-"""Correct a softened uMLIP on a few high-energy frames per material, and verify on held-out frames."""
+"""Correct a softened uMLIP on a few high-energy frames per material, and verify on held-out frames.
+
+A correction is of two kinds: a linear scale (mode ``scale``, closed form) or a fine-tune (``head``
+or ``full``, the family's trainer); either makes a corrected model
+(:mod:`softening.models.corrected`).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from softening.analysis.correction import (
 from softening.analysis.learning_curve import CURVE_CHOICES
 from softening.analysis.metrics import corrected_force_mae, force_mae, scale_through_origin
 from softening.errors import InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.models.finetune import CORRECTION_MODES, FineTuneSettings
 from softening.models.trust import models_folder
 from softening.schemas import (
@@ -376,8 +381,8 @@ def property_after_correction(
     property_maker: Any,
     base_model: str,
 ):
-    """A property (phonons, surfaces, vacancies, barriers) of ``structure`` with the reference,
-    the base model and the model the correction just wrote, side by side.
+    """A property (any registered one: phonons, surfaces, defects, mixing...) of ``structure``
+    with the reference, the base model and the model the correction just wrote, side by side.
 
     The corrected model's folder exists only once the correction has run, so this job replaces
     itself by the property maker's flow with both models. Its reference jobs reuse stored results

@@ -65,7 +65,7 @@ def tiny_mace(workdir: Path) -> Path:
 
 def worker(spec: str, mode: str, epochs: int, k: int, workdir: Path) -> dict:
     from softening.datasets import read_frames
-    from softening.makers.finetune import CorrectionMaker, fit_correction, verify_correction
+    from softening.makers.correction import CorrectionMaker, fit_correction, verify_correction
     from softening.models.finetune import FineTuneSettings
     from softening.stores import CodeInfo, FrameResult
 

@@ -10,7 +10,7 @@ Data: the AIMD frames of ``../shared/data/mlearn/Si/training.json`` (CHGNet 0.3.
   number of points: ``scale_ratio`` = curve / evaluation, and ``growth`` = (cost of the big curve) /
   (cost of the small one), about 1 rather than 10;
 - ``head``: one point of a ``--mode head`` curve, a 5-epoch fine-tune of the readout on K frames
-  (:func:`softening.makers.finetune.fit_correction`, the family's own trainer) and its held-out
+  (:func:`softening.makers.correction.fit_correction`, the family's own trainer) and its held-out
   evaluation: ``head_point_s`` and its ratio to one evaluation.
 
 Usage: ``python benchmarks/bench_learning_curve.py [--model chgnet] [--epochs 5] [--k 4]
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    from softening.makers.finetune import CorrectionMaker, fit_correction, verify_correction
+    from softening.makers.correction import CorrectionMaker, fit_correction, verify_correction
     from softening.models import load_model
     from softening.models.evaluate import evaluate_structures
     from softening.models.finetune import FineTuneSettings

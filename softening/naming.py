@@ -1,9 +1,11 @@
-"""File names derived from identifiers (material ids, model names): bounded and safe."""
+"""Names derived from identifiers: file names (material ids, model names), bounded and safe, and
+the material ids of a run, unique."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 #: Longest file-name part made from one identifier (file systems allow 255 bytes per name).
 MAX_NAME = 60
@@ -34,3 +36,32 @@ def safe_filename(text: str, max_len: int = MAX_NAME) -> str:
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     keep = max(max_len, 16) - len(digest) - 1
     return f"{slug[:keep].rstrip('_.-') or 'x'}-{digest}"
+
+
+def unique_ids(bases: Iterable[str]) -> list[str]:
+    """One id per base name, in order: a name taken before gets ``-2``, ``-3``... (the first free).
+
+    The one rule for material ids of a run: every flow names its materials from its own bases
+    (formula plus structure hash, formula, or file stem) through this function, so two inputs never
+    share an id and the same inputs always get the same ids.
+
+    Parameters
+    ----------
+    bases
+        The preferred id of each input (e.g. ``"Si-3f9a2c"``, ``"Si"``, a file's stem).
+
+    Returns
+    -------
+    list[str]
+        ``["Si", "Si-2", "Cu"]`` for ``["Si", "Si", "Cu"]``; never two equal ids, even when a base
+        already ends in ``-2``.
+    """
+    ids: list[str] = []
+    taken: set[str] = set()
+    for base in bases:
+        mid, k = base, 2
+        while mid in taken:
+            mid, k = f"{base}-{k}", k + 1
+        ids.append(mid)
+        taken.add(mid)
+    return ids

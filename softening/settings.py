@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from softening import defaults
 from softening.errors import InputError, SofteningError
 
 DEFAULT_CONFIG_FILE = Path("~/.softening.yaml").expanduser()
@@ -167,11 +168,13 @@ class SofteningSettings(BaseSettings):
         description="Largest phonon supercell, atoms: a bigger one (e.g. --supercell '20 20 20' "
         "of a small cell) is refused before phonopy's symmetry search, which takes minutes there.",
     )
-    md_model: str = Field("chgnet", description="uMLIP that drives the MD sampling.")
+    md_model: str = Field(defaults.MD_MODEL, description="uMLIP that drives the MD sampling.")
     models: list[str] = Field(
         default_factory=lambda: ["chgnet"], description="uMLIPs evaluated against the reference."
     )
-    reference: str = Field("gpaw", description="Reference calculator: gpaw, emt, or vasp.")
+    reference: str = Field(
+        defaults.REFERENCE, description="Reference calculator: gpaw, emt, or vasp."
+    )
     seed: int = Field(0, description="Seed of MD velocities, frame selection and bootstraps.")
     n_bootstrap: int = Field(1000, ge=10, description="Bootstrap resamples of the scale CI.")
     launchpad: str | None = Field(

@@ -41,6 +41,7 @@ LAYERS = {
     # The doctor's verdicts and what a layer's checks return: each layer's ``health`` module
     # contributes its own checks, the CLI runs them (imports nothing of the package).
     "health": 0,
+    "defaults": 0,  # the study's default values that makers, options and CLI read (imports nothing)
 }
 
 #: Imports between parts of the same layer that are allowed (models wrap structures as datasets

@@ -146,19 +146,6 @@ def implausible_surface_energy(gamma: float) -> str | None:
     return None
 
 
-def surface_energies(
-    e_slabs: Sequence[float],
-    n_atoms: Sequence[int],
-    areas: Sequence[float],
-    e_bulk_per_atom: float,
-) -> np.ndarray:
-    """:func:`surface_energy` of many slabs against one bulk energy per atom, eV/Å^2."""
-    return np.array(
-        [surface_energy(e, n, e_bulk_per_atom, a) for e, n, a in zip(e_slabs, n_atoms, areas,
-                                                                     strict=True)]
-    )  # fmt: skip
-
-
 def compare_surface_energies(
     gamma_ref: Sequence[float], gamma: Sequence[float]
 ) -> dict[str, float]:

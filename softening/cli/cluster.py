@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from softening import defaults
 from softening.cli.display import console, out_console, print_json, setup_logging
 from softening.cli.options import (
     EcutOpt,
@@ -70,26 +71,26 @@ def submit(
         list[Path] | None,
         typer.Argument(help="Structure files; none with --launch: queue what is READY."),
     ] = None,
-    md_model: MdModelOpt = "chgnet",
+    md_model: MdModelOpt = defaults.MD_MODEL,
     model: ModelOpt = None,
-    reference: ReferenceOpt = "gpaw",
-    temperature: TemperatureOpt = 1000.0,
-    steps: StepsOpt = 10_000,
-    timestep: TimestepOpt = 2.0,
-    stride: StrideOpt = 10,
-    frames: FramesOpt = 10,
-    strained: StrainedOpt = 2,
-    frame_selection: FrameSelectionOpt = "stratified-energy",
-    ecut: EcutOpt = 500.0,
-    kspacing: KspacingOpt = 0.25,
-    seed: SeedOpt = 0,
+    reference: ReferenceOpt = defaults.REFERENCE,
+    temperature: TemperatureOpt = defaults.TEMPERATURE,
+    steps: StepsOpt = defaults.STEPS,
+    timestep: TimestepOpt = defaults.TIMESTEP,
+    stride: StrideOpt = defaults.STRIDE,
+    frames: FramesOpt = defaults.FRAMES,
+    strained: StrainedOpt = defaults.STRAINED,
+    frame_selection: FrameSelectionOpt = defaults.FRAME_SELECTION,
+    ecut: EcutOpt = defaults.ECUT,
+    kspacing: KspacingOpt = defaults.KSPACING,
+    seed: SeedOpt = defaults.SEED,
     store: StoreOpt = None,
     strict: StrictOpt = False,
     finetune: Annotated[
         str | None,
         typer.Option(help="Also correct each model (scale, head or full); see `run`."),
     ] = None,
-    train_frames: TrainFramesOpt = 1,
+    train_frames: TrainFramesOpt = defaults.TRAIN_FRAMES,
     launchpad: LaunchpadOpt = None,
     qadapter: QadapterOpt = None,
     launch: LaunchOpt = False,
@@ -114,7 +115,7 @@ def submit(
         ),
     ] = None,
     substitute: SubstituteOpt = None,
-    max_cells: MaxCellsOpt = 4,
+    max_cells: MaxCellsOpt = defaults.MAX_CELLS,
     ion: IonOpt = None,
     mu: MuOpt = None,
 ) -> None:

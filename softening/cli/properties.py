@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from softening import defaults
 from softening.cli.display import (
     console,
     flag_text,
@@ -250,12 +251,12 @@ def properties(
         bool,
         typer.Option(help="Relax with each method (reference: gpaw, emt; each model) first."),
     ] = False,
-    ecut: EcutOpt = 500.0,
-    kspacing: KspacingOpt = 0.25,
+    ecut: EcutOpt = defaults.ECUT,
+    kspacing: KspacingOpt = defaults.KSPACING,
     mesh: MeshOpt = (16, 16, 16),
     temperature: ThermalTemperatureOpt = 300.0,
     substitute: SubstituteOpt = None,
-    max_cells: MaxCellsOpt = 4,
+    max_cells: MaxCellsOpt = defaults.MAX_CELLS,
     ion: IonOpt = None,
     hop_mode: Annotated[
         str,

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from softening import defaults
 from softening.cli.display import (
     console,
     out_console,
@@ -59,19 +60,19 @@ from softening.errors import SofteningError
 
 def run(
     structures: StructuresArg,
-    md_model: MdModelOpt = "chgnet",
+    md_model: MdModelOpt = defaults.MD_MODEL,
     model: ModelOpt = None,
-    reference: ReferenceOpt = "gpaw",
-    temperature: TemperatureOpt = 1000.0,
-    steps: StepsOpt = 10_000,
-    timestep: TimestepOpt = 2.0,
-    stride: StrideOpt = 10,
-    frames: FramesOpt = 10,
-    strained: StrainedOpt = 2,
-    frame_selection: FrameSelectionOpt = "stratified-energy",
-    ecut: EcutOpt = 500.0,
-    kspacing: KspacingOpt = 0.25,
-    seed: SeedOpt = 0,
+    reference: ReferenceOpt = defaults.REFERENCE,
+    temperature: TemperatureOpt = defaults.TEMPERATURE,
+    steps: StepsOpt = defaults.STEPS,
+    timestep: TimestepOpt = defaults.TIMESTEP,
+    stride: StrideOpt = defaults.STRIDE,
+    frames: FramesOpt = defaults.FRAMES,
+    strained: StrainedOpt = defaults.STRAINED,
+    frame_selection: FrameSelectionOpt = defaults.FRAME_SELECTION,
+    ecut: EcutOpt = defaults.ECUT,
+    kspacing: KspacingOpt = defaults.KSPACING,
+    seed: SeedOpt = defaults.SEED,
     store: StoreOpt = None,
     out: Annotated[
         Path, typer.Option(help="Folder for the JSON summary and plots.", callback=out_folder)
@@ -85,7 +86,7 @@ def run(
             "frames per material and verify on the others."
         ),
     ] = None,
-    train_frames: TrainFramesOpt = 1,
+    train_frames: TrainFramesOpt = defaults.TRAIN_FRAMES,
     workers: WorkersOpt = None,
     trust_model_file: TrustModelOpt = False,
     prop: Annotated[
@@ -98,7 +99,7 @@ def run(
         ),
     ] = None,
     substitute: SubstituteOpt = None,
-    max_cells: MaxCellsOpt = 4,
+    max_cells: MaxCellsOpt = defaults.MAX_CELLS,
     ion: IonOpt = None,
     mu: MuOpt = None,
 ) -> None:
@@ -206,7 +207,7 @@ def finetune(
     ] = "scale",
     train_frames: Annotated[
         int, typer.Option(help="Frames per material to fit on; the rest are held out.")
-    ] = 1,
+    ] = defaults.TRAIN_FRAMES,
     select: Annotated[
         list[str] | None,
         typer.Option(

@@ -1,11 +1,12 @@
 """jobflow makers: MD sampling, frame selection, references (embedded, VASP), uMLIP statics,
-comparison, dataset evaluation, and the properties (phonons, surfaces, vacancies, barriers)."""
+force comparison, dataset evaluation, corrections, and the properties (phonons, surfaces, vacancies
+and barriers, point defects, migration, mixing)."""
 
 from __future__ import annotations
 
 from softening.makers.barrier import BarrierMaker
-from softening.makers.compare import compare_job, compare_results
 from softening.makers.evaluate import DatasetEvaluationMaker, evaluate_datasets, evaluate_frames
+from softening.makers.force_comparison import compare_job, compare_results
 from softening.makers.md import MDSamplingMaker
 from softening.makers.phonons import PhononMaker
 from softening.makers.reference import ReferenceStaticMaker

@@ -30,7 +30,7 @@ from softening.analysis.defects import (
     reaction_coordinate,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     PropertySpec,
     register_property,

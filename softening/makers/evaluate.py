@@ -28,7 +28,7 @@ import numpy as np
 from jobflow import JobConfig, Maker, job
 
 from softening.errors import InputError
-from softening.makers.compare import NoForceSignal, _natural, softening_doc
+from softening.makers.force_comparison import NoForceSignal, _natural, softening_doc
 from softening.schemas import CodeInfo, Flag, ModelInfo, SofteningDoc, flag_texts
 
 logger = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ from softening.analysis.metrics import (
     scale_through_origin,
 )
 from softening.errors import InputError
-from softening.makers.base import softening_job
-from softening.makers.finetune import _key, _usable, save_correction
+from softening.makers.correction import _key, _usable, save_correction
+from softening.makers.job import softening_job
 from softening.models.finetune import CORRECTION_MODES, FineTuneSettings
 from softening.schemas import FrameResult, LearningCurveDoc, LearningCurvePoint
 
@@ -451,7 +451,7 @@ def _finetune_point(
 ) -> str:
     """Fine-tune ``base`` on ``train`` as ``finetune --mode head|full`` does; the model's folder.
 
-    Named by a digest of its inputs, as :func:`~softening.makers.finetune.fit_correction` names
+    Named by a digest of its inputs, as :func:`~softening.makers.correction.fit_correction` names
     its models: a point already trained is loaded, not trained again (a rerun resumes).
     """
     from softening.models.corrected import MODEL_FILE

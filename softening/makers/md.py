@@ -10,8 +10,9 @@ import numpy as np
 from jobflow import Maker
 from pymatgen.core import Structure
 
+from softening import defaults
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.reuse import reuse_stored
 from softening.schemas import MDResult, MDTrajectory, content_key
 
@@ -60,16 +61,16 @@ class MDSamplingMaker(Maker):
     """
 
     name: str = "md sampling"
-    model: str = "chgnet"
-    temperature: float = 1000.0
-    timestep: float = 2.0
-    steps: int = 10_000
+    model: str = defaults.MD_MODEL
+    temperature: float = defaults.TEMPERATURE
+    timestep: float = defaults.TIMESTEP
+    steps: int = defaults.STEPS
     equilibration_fraction: float = 0.2
-    stride: int = 10
+    stride: int = defaults.STRIDE
     thermostat: str = "langevin"
     friction: float = 0.01
     taut: float = 100.0
-    seed: int = 0
+    seed: int = defaults.SEED
     min_distance: float = 0.5
     max_temperature_factor: float = 5.0
 

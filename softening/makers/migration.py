@@ -32,7 +32,7 @@ from softening.makers.barrier import (
     compare_path_results,
     path_values,
 )
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     DataComparisonFlowMaker,
     PreparedData,

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pymatgen.core import Composition, Structure
 
+from softening import defaults
 from softening.analysis.mixing import (
     HULL_TOL,
     compare_formation_energies,
@@ -40,7 +41,7 @@ from softening.analysis.mixing import (
     regular_solution_omega,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.mixing_setup import mixing_inputs
 from softening.makers.properties import (
     DataComparisonFlowMaker,
@@ -367,7 +368,7 @@ class MixingMaker(PropertyFlowMaker):
     # Orderings of different composition need their own volume.
     relax_cell: ClassVar[bool] = True
     substitute: str | None = None
-    max_cells: int = 4
+    max_cells: int = defaults.MAX_CELLS
     symprec: float = 0.01
     max_structures: int = 500
 

@@ -37,7 +37,7 @@ from softening.analysis.phonons import (
     harmonic_phonons,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.phonon_setup import (
     PERFECT,
     displacement_id,
@@ -457,12 +457,12 @@ def reference_phonons_job(structure: Structure, maker: PhononMaker, material_id:
 def umlip_phonons_job(structure: Structure, maker: PhononMaker, model: str, material_id: str):
     """Relax with ``model``, then evaluate its own displaced supercells (batched); output
     ``{"setup", "umlip"}``."""
-    from softening.makers.umlip import evaluate_frames
+    from softening.makers.umlip import predict_frames
     from softening.models import load_model
 
     relaxed = relax_structure(structure, load_model(model).calculator(), maker.relax_fmax)
     setup, frames = maker.setup_and_frames(relaxed, material_id)
-    umlip = evaluate_frames(frames, replace(maker.umlip_maker, model=model))
+    umlip = predict_frames(frames, replace(maker.umlip_maker, model=model))
     return {"setup": setup, "umlip": umlip}
 
 

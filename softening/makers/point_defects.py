@@ -37,7 +37,7 @@ from pymatgen.core import Lattice, Structure
 
 from softening.analysis.defects import combination_energy, defect_formation_energy
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     BULK,
     PropertyFlowMaker,

@@ -15,8 +15,9 @@ import numpy as np
 from jobflow import Maker
 from pymatgen.core import Structure
 
+from softening import defaults
 from softening.errors import InputError, SofteningError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.reuse import stored_frame_result
 from softening.mp_rules import mp_hubbard_u, mp_kpoint_mesh, mp_magmoms
 from softening.schemas import CodeInfo, FrameResult, FrameSpec, content_key
@@ -59,8 +60,8 @@ class ReferenceStaticMaker(Maker):
 
     name: str = "reference static"
     calculator: str = "gpaw"
-    ecut: float = 500.0
-    kspacing: float = 0.25
+    ecut: float = defaults.ECUT
+    kspacing: float = defaults.KSPACING
     smearing: float = 0.05
     hubbard: str = "mp"
     force_convergence: float = 1e-3

@@ -9,9 +9,10 @@ import numpy as np
 from jobflow import Maker
 from pymatgen.core import Lattice, Structure
 
+from softening import defaults
 from softening.analysis.sampling import assign_strains, stratified_energy_indices
 from softening.errors import InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.schemas import FrameSelection, FrameSpec, MDResult
 
 #: How frames are picked from a trajectory: one per potential-energy bin (the paper), or one per
@@ -46,12 +47,12 @@ class FrameSelectionMaker(Maker):
     """
 
     name: str = "select frames"
-    n_frames: int = 10
-    n_strained_plus: int = 2
-    n_strained_minus: int = 2
+    n_frames: int = defaults.FRAMES
+    n_strained_plus: int = defaults.STRAINED
+    n_strained_minus: int = defaults.STRAINED
     strain: float = 0.03
-    seed: int = 0
-    method: str = "stratified-energy"
+    seed: int = defaults.SEED
+    method: str = defaults.FRAME_SELECTION
     model: str | None = None
 
     def __post_init__(self) -> None:

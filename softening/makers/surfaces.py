@@ -33,7 +33,7 @@ from softening.analysis.surfaces import (
     surface_energy,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     BULK,
     DataComparisonFlowMaker,

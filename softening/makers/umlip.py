@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from jobflow import Maker
 
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.schemas import (
     CodeInfo,
     FrameResult,
@@ -60,7 +60,7 @@ class UMLIPStaticMaker(Maker):
         reused = reuse_stored(key, "UMLIPResults", f"{model.name} on {len(frames)} frames")
         if reused is not None:
             return reused
-        return evaluate_frames(frames, self).model_copy(update={"content_key": key})
+        return predict_frames(frames, self).model_copy(update={"content_key": key})
 
 
 def umlip_content_key(frames: list[FrameSpec], model) -> str:
@@ -75,8 +75,11 @@ def umlip_content_key(frames: list[FrameSpec], model) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def evaluate_frames(frames: list[FrameSpec], maker: UMLIPStaticMaker) -> UMLIPResults:
-    """Evaluate ``frames`` with the maker's model (what the job does, callable without jobflow)."""
+def predict_frames(frames: list[FrameSpec], maker: UMLIPStaticMaker) -> UMLIPResults:
+    """The maker's model's energies, forces and stresses on ``frames`` (what the job does,
+    callable without jobflow); no reference is involved (compare
+    :func:`softening.makers.evaluate.evaluate_frames`, which fits the softening of labelled frames).
+    """
     from softening.models import load_model
     from softening.models.evaluate import evaluate_structures
 

@@ -29,7 +29,7 @@ from softening.analysis.defects import (
     vacancy_formation_energy,
 )
 from softening.errors import CalculationError, InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import (
     BULK,
     PropertyFlowMaker,

@@ -50,7 +50,7 @@ from softening.datasets.formats.building import vasp_stress_to_ase
 from softening.datasets.guards import judge_vasp_run
 from softening.datasets.vasp_metadata import vasp_run_info, vasp_step_metadata
 from softening.errors import CalculationError, InputError, SofteningError, one_line
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.reuse import stored_frame_result
 from softening.schemas import CodeInfo, Flag, FrameResult, FrameSpec, content_key
 

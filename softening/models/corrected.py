@@ -1,8 +1,8 @@
 """Corrected models: the scale correction as an ASE calculator, and saved corrected models.
 
-A correction (:class:`softening.makers.finetune.CorrectionMaker`) has one of three modes: ``scale``
-(the scale correction: one factor ``c`` on energy, forces and stress, ``E' = c E``), ``head`` or
-``full`` (fine-tuning). Its result, a corrected model, lives in a folder holding
+A correction (:class:`softening.makers.correction.CorrectionMaker`) is of two kinds: a linear
+scale (mode ``scale``: one factor ``c`` on energy, forces and stress, ``E' = c E``) or a fine-tune
+(mode ``head`` or ``full``). Its result, a corrected model, lives in a folder holding
 ``softening-model.json`` (provenance: base model and weights hash, correction mode, factor, frames
 used, hyper-parameters, metrics) and, for fine-tunes, the new weights.
 :func:`softening.models.load_model` loads such a folder by path, or by its id from the models

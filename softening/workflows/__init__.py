@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
+from softening.workflows.correction import CorrectionFlowMaker
 from softening.workflows.properties import PhononComparisonFlowMaker, PropertiesFlowMaker
-from softening.workflows.softening import (
-    CorrectionFlowMaker,
-    EvaluateFlowMaker,
-    SofteningFlowMaker,
-)
+from softening.workflows.softening import EvaluateFlowMaker, SofteningFlowMaker
 
 __all__ = [
     "CorrectionFlowMaker",

@@ -1,4 +1,5 @@
-"""A correction from options: the flow of ``softening finetune`` and its JSON record.
+"""A correction: its flow (:class:`CorrectionFlowMaker`), the flow of ``softening finetune`` from
+options, and its JSON record.
 
 :class:`CorrectionOptions` builds, from labelled dataset files, the flow that corrects a uMLIP on a
 few frames per material and verifies it on the held-out ones (:class:`CorrectionFlowMaker`);
@@ -9,14 +10,31 @@ few frames per material and verifies it on the held-out ones (:class:`Correction
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from jobflow import Flow
+from jobflow import Flow, Maker
 
-__all__ = ["CorrectionOptions", "verification_summary"]
+from softening import defaults
+from softening.makers.correction import CorrectionMaker, verify_job
+from softening.schemas import FrameResult
+
+__all__ = ["CorrectionFlowMaker", "CorrectionOptions", "verification_summary"]
+
+
+@dataclass
+class CorrectionFlowMaker(Maker):
+    """Correct a uMLIP on labelled frames and verify it on the held-out ones (two jobs)."""
+
+    name: str = "correct"
+    correction_maker: CorrectionMaker = field(default_factory=CorrectionMaker)
+
+    def make(self, references: list[FrameResult]) -> Flow:
+        """The flow; its output is the :class:`VerificationDoc`."""
+        correct = self.correction_maker.make(references)
+        verify = verify_job(references, correct.output)
+        return Flow([correct, verify], output=verify.output, name=self.name)
 
 
 @dataclass
@@ -51,7 +69,7 @@ class CorrectionOptions:
     model: str = "chgnet"
     mode: str = "scale"
     method: str = "lstsq"
-    train_frames: int = 1
+    train_frames: int = defaults.TRAIN_FRAMES
     frame_choice: str = "highest-energy"
     epochs: int = 100
     replay: str | Path | None = None
@@ -88,11 +106,10 @@ class CorrectionOptions:
             An unknown model, or an element it lacks.
         """
         from softening.datasets.references import frames_to_references, labelled_frames
-        from softening.makers.finetune import CorrectionMaker, check_split, models_folder
+        from softening.makers.correction import check_split, models_folder
         from softening.models.finetune import FineTuneSettings
         from softening.stores.factory import resolve_store_spec
         from softening.workflows.inputs import load_checked_models
-        from softening.workflows.softening import CorrectionFlowMaker
 
         maker = CorrectionMaker(
             model=self.model,

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from jobflow import Flow, JobStore, Maker
 from pymatgen.core import Structure
 
+from softening import defaults
 from softening.analysis.phonons import DEFAULT_IMAGINARY_TOL, DEFAULT_MESH
 from softening.errors import InputError
 from softening.makers.phonon_setup import phonon_frames, reference_frames, setup_from_data
 from softening.makers.phonons import phonon_compare_job
 from softening.makers.properties import DataComparisonFlowMaker, PreparedData
+from softening.naming import unique_ids
 
 if TYPE_CHECKING:
     from softening.datasets.phonopy import PhonopyData
@@ -98,7 +100,7 @@ class PropertiesFlowMaker(Maker):
         """The flow over ``structures`` (every flow built, so every input checked, before any job
         runs); output: the property documents, per structure, then property, then model (a
         property whose jobs replace themselves resolves to its list at run time)."""
-        ids = list(material_ids) if material_ids else _unique_ids(structures)
+        ids = list(material_ids or unique_ids(s.composition.reduced_formula for s in structures))
         flows = [
             m.make(s, mid) for s, mid in zip(structures, ids, strict=True) for m in self.makers
         ]
@@ -106,17 +108,6 @@ class PropertiesFlowMaker(Maker):
             r for f in flows for r in (f.output if isinstance(f.output, list) else [f.output])
         ]
         return Flow(flows, output=outputs, name=self.name)
-
-
-def _unique_ids(structures: Sequence[Structure]) -> list[str]:
-    ids: list[str] = []
-    for s in structures:
-        base = s.composition.reduced_formula
-        mid, k = base, 2
-        while mid in ids:
-            mid, k = f"{base}-{k}", k + 1
-        ids.append(mid)
-    return ids
 
 
 def query_property_docs(
@@ -225,25 +216,13 @@ def property_report(
     return {"property_plots": plots, "property_results": len(latest)}
 
 
-def material_ids_from_paths(paths: Sequence[str | Path]) -> list[str]:
-    """Material ids of structure files: their stems, made unique with ``-2``, ``-3``..."""
-    ids: list[str] = []
-    for p in paths:
-        base = Path(p).stem
-        mid, k = base, 2
-        while mid in ids:
-            mid, k = f"{base}-{k}", k + 1
-        ids.append(mid)
-    return ids
-
-
 def properties_flow(
     structure_files: Sequence[str | Path],
     properties: Sequence[str],
     models: Sequence[str],
-    reference: str = "gpaw",
-    ecut: float = 500.0,
-    kspacing: float = 0.25,
+    reference: str = defaults.REFERENCE,
+    ecut: float = defaults.ECUT,
+    kspacing: float = defaults.KSPACING,
     relax: bool = False,
     local_checks: bool = True,
     **options: Any,
@@ -290,7 +269,7 @@ def properties_flow(
     if reference == "vasp" and relax:
         raise InputError("--relax needs an embedded reference (gpaw, emt); relax with VASP first")
     structs = [read_structure(p) for p in structure_files]
-    ids = material_ids_from_paths(structure_files)
+    ids = unique_ids(Path(p).stem for p in structure_files)
     reference_maker = reference_maker_for(
         reference, structs, ecut, kspacing, local_checks=local_checks
     )

@@ -87,7 +87,7 @@ def results_report(
     job_store = open_store(store)
     results = query_results(job_store, where)
     out = Path(out)
-    # Property documents (phonons, surfaces, vacancies, barriers): one parity plot per property.
+    # Property documents (every registered property): one parity plot per property.
     props = property_report(job_store, out, model=where.model, material_id=where.material_id)
     if not results and not props["property_plots"]:
         raise InputError("no stored result matches the filters: nothing to plot")

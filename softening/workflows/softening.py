@@ -9,15 +9,16 @@ from typing import Any
 from jobflow import Flow, Maker
 from pymatgen.core import Structure
 
-from softening.makers.compare import compare_job
+from softening import defaults
+from softening.makers.correction import CorrectionMaker, property_after_correction, verify_job
 from softening.makers.evaluate import DatasetEvaluationMaker
-from softening.makers.finetune import CorrectionMaker, property_after_correction, verify_job
+from softening.makers.force_comparison import compare_job
 from softening.makers.md import MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
 from softening.makers.vasp import VaspReferenceMaker
-from softening.schemas import FrameResult, StudyResult
+from softening.schemas import StudyResult
 
 
 @dataclass
@@ -49,10 +50,11 @@ class SofteningFlowMaker(Maker):
         When set, each model is also corrected on the labelled frames of each material and the
         correction verified on the held-out frames (a VerificationDoc per model).
     property_maker
-        A property maker (:class:`~softening.makers.phonons.PhononMaker`, ``SurfaceMaker``,
-        ``VacancyMaker``, ``BarrierMaker``): the property of each material with the reference and
-        each model; with ``correction_maker``, also with each corrected model, once it is written
-        (property documents, found by ``query_property_docs``; not in the flow's output).
+        A registered property's maker (:func:`~softening.workflows.properties.property_maker`:
+        phonons, surfaces, defects, migration, mixing...): the property of each material with the
+        reference and each model; with ``correction_maker``, also with each corrected model, once
+        it is written (property documents, found by ``query_property_docs``; not in the flow's
+        output).
     """
 
     name: str = "softening"
@@ -167,38 +169,20 @@ def _default_ids(structures: list[Structure]) -> list[str]:
     The hash covers lattice, species and wrapped fractional coordinates
     (:func:`softening.datasets.checks.structure_digest`), so different structures with one
     formula never share an id across runs, and the same structure always gets the same id. The
-    same structure given twice in one run gets a ``-2`` suffix the second time.
+    same structure given twice in one run gets a ``-2`` suffix the second time
+    (:func:`softening.naming.unique_ids`).
     """
     from softening.datasets.checks import structure_digest
+    from softening.naming import unique_ids
 
-    seen: dict[str, int] = {}
-    ids = []
-    for s in structures:
-        base = f"{s.composition.reduced_formula}-{structure_digest(s)}"
-        seen[base] = seen.get(base, 0) + 1
-        ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return ids
-
-
-@dataclass
-class CorrectionFlowMaker(Maker):
-    """Correct a uMLIP on labelled frames and verify it on the held-out ones (two jobs)."""
-
-    name: str = "correct"
-    correction_maker: CorrectionMaker = field(default_factory=CorrectionMaker)
-
-    def make(self, references: list[FrameResult]) -> Flow:
-        """The flow; its output is the :class:`VerificationDoc`."""
-        correct = self.correction_maker.make(references)
-        verify = verify_job(references, correct.output)
-        return Flow([correct, verify], output=verify.output, name=self.name)
+    return unique_ids(f"{s.composition.reduced_formula}-{structure_digest(s)}" for s in structures)
 
 
 def reference_maker_for(
     reference: str,
     structures: list[Structure],
-    ecut: float = 500.0,
-    kspacing: float = 0.25,
+    ecut: float = defaults.ECUT,
+    kspacing: float = defaults.KSPACING,
     strict: bool = False,
     local_checks: bool = True,
 ) -> ReferenceStaticMaker | VaspReferenceMaker:

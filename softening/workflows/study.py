@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from softening import defaults
 from softening.jsonio import write_json
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ __all__ = ["Study", "StudyOptions", "StudyOutcome", "collect_study", "study_pari
 
 @dataclass
 class StudyOptions:
-    """The options of a softening study (``softening run`` / ``submit``), with their defaults.
+    """The options of a softening study (``softening run`` / ``submit``), with their defaults
+    (:mod:`softening.defaults`, which the makers and the command line read too).
 
     Attributes
     ----------
@@ -66,25 +68,25 @@ class StudyOptions:
         potentials (``defect``).
     """
 
-    md_model: str = "chgnet"
+    md_model: str = defaults.MD_MODEL
     models: list[str] | None = None
-    reference: str = "gpaw"
-    temperature: float = 1000.0
-    steps: int = 10_000
-    timestep: float = 2.0
-    stride: int = 10
-    frames: int = 10
-    strained: int = 2
-    frame_selection: str = "stratified-energy"
-    ecut: float = 500.0
-    kspacing: float = 0.25
-    seed: int = 0
+    reference: str = defaults.REFERENCE
+    temperature: float = defaults.TEMPERATURE
+    steps: int = defaults.STEPS
+    timestep: float = defaults.TIMESTEP
+    stride: int = defaults.STRIDE
+    frames: int = defaults.FRAMES
+    strained: int = defaults.STRAINED
+    frame_selection: str = defaults.FRAME_SELECTION
+    ecut: float = defaults.ECUT
+    kspacing: float = defaults.KSPACING
+    seed: int = defaults.SEED
     strict: bool = False
     finetune: str | None = None
-    train_frames: int = 1
+    train_frames: int = defaults.TRAIN_FRAMES
     prop: str | None = None
     substitute: str | None = None
-    max_cells: int = 4
+    max_cells: int = defaults.MAX_CELLS
     ion: str | None = None
     mu: list[str] | None = None
 
@@ -121,7 +123,7 @@ class StudyOptions:
         """
         from softening.errors import InputError
         from softening.makers import FrameSelectionMaker, MDSamplingMaker, UMLIPStaticMaker
-        from softening.makers.finetune import CorrectionMaker, models_folder
+        from softening.makers.correction import CorrectionMaker, models_folder
         from softening.stores.factory import resolve_store_spec
         from softening.workflows.inputs import default_models, load_checked_models
         from softening.workflows.softening import SofteningFlowMaker, reference_maker_for

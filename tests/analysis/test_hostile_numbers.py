@@ -115,7 +115,7 @@ def test_cli_refuses_a_repeated_frame_with_one_line(tmp_path):
 
 def test_a_ci_below_zero_is_anticorrelated_not_includes_zero():
     from softening.analysis.metrics import correlation, is_uncorrelated
-    from softening.makers.compare import correlation_flag
+    from softening.makers.force_comparison import correlation_flag
 
     assert correlation((-1.94, -0.58)) == "anticorrelated"
     assert correlation((-0.05, 0.09)) == "uncorrelated"
@@ -131,7 +131,7 @@ def test_a_ci_below_zero_is_anticorrelated_not_includes_zero():
 
 
 def _doc(f_ml, f_ref, keys=None):
-    from softening.makers.compare import softening_doc
+    from softening.makers.force_comparison import softening_doc
     from softening.schemas import CodeInfo, ModelInfo
 
     keys = keys or [("X", str(i)) for i in range(len(f_ref))]

@@ -156,7 +156,7 @@ def test_study_build_and_outputs_by_role(tmp_path):
 
 
 def _softening_doc(material_id: str, scale: float):
-    from softening.makers.compare import softening_doc
+    from softening.makers.force_comparison import softening_doc
     from softening.schemas import CodeInfo, ModelInfo
 
     rng = np.random.default_rng(0)
@@ -458,3 +458,38 @@ def test_run_and_submit_defaults_are_the_study_options_defaults(command):
             assert param.default == defaults[key], (command, name)
             checked += 1
     assert checked >= 12  # every study option the command takes
+
+
+def test_the_study_defaults_have_one_source():
+    """The defaults the makers, StudyOptions and the help of `run` and `submit` show are the
+    constants of softening.defaults, not copies that could drift apart."""
+    import typer
+
+    from softening import defaults
+    from softening.cli import app
+    from softening.makers import FrameSelectionMaker, MDSamplingMaker
+    from softening.workflows.study import StudyOptions
+
+    options = StudyOptions()
+    expected = {
+        "md_model": defaults.MD_MODEL, "reference": defaults.REFERENCE,
+        "temperature": defaults.TEMPERATURE, "steps": defaults.STEPS,
+        "timestep": defaults.TIMESTEP, "stride": defaults.STRIDE, "frames": defaults.FRAMES,
+        "strained": defaults.STRAINED, "frame_selection": defaults.FRAME_SELECTION,
+        "ecut": defaults.ECUT, "kspacing": defaults.KSPACING, "seed": defaults.SEED,
+        "train_frames": defaults.TRAIN_FRAMES, "max_cells": defaults.MAX_CELLS,
+    }  # fmt: skip
+    assert {k: getattr(options, k) for k in expected} == expected
+    md, select = MDSamplingMaker(), FrameSelectionMaker()
+    assert (md.model, md.temperature, md.steps, md.timestep, md.stride, md.seed) == (
+        options.md_model, options.temperature, options.steps, options.timestep, options.stride,
+        options.seed,
+    )  # fmt: skip
+    assert (select.n_frames, select.n_strained_plus, select.n_strained_minus, select.method) == (
+        options.frames, options.strained, options.strained, options.frame_selection,
+    )  # fmt: skip
+    commands = typer.main.get_command(app).commands
+    for name in ("run", "submit"):
+        # What `--help` prints as each option's [default: ...].
+        shown = {p.name: p.default for p in commands[name].params if p.name in expected}
+        assert shown == expected, name

@@ -17,7 +17,7 @@ from softening.analysis.correction import (
 )
 from softening.analysis.metrics import scale_through_origin
 from softening.errors import InputError
-from softening.makers.finetune import CorrectionMaker, fit_correction, verify_correction
+from softening.makers.correction import CorrectionMaker, fit_correction, verify_correction
 from softening.models.finetune import FineTuneSettings
 
 SI = DATA / "mlearn" / "Si" / "training.json"

@@ -105,13 +105,13 @@ def test_force_sets_of_another_material_flagged_and_real_data_not(tmp_path):
     0.288 and force scale 0.081 came with no flag. What ``softening phonons`` runs, in-process."""
     from softening.makers.phonon_setup import phonon_frames, reference_frames, setup_from_data
     from softening.makers.phonons import compare_phonon_results
-    from softening.makers.umlip import UMLIPStaticMaker, evaluate_frames
+    from softening.makers.umlip import UMLIPStaticMaker, predict_frames
 
     swapped = _copy(NACL, tmp_path / "NaCl_with_MgO_forces")
     shutil.copyfile(MGO / "FORCE_SETS", swapped / "FORCE_SETS")
     real = _dataset(NACL)
     setup = setup_from_data(real)
-    umlip = evaluate_frames(phonon_frames(setup, "NaCl"), UMLIPStaticMaker(model="chgnet"))
+    umlip = predict_frames(phonon_frames(setup, "NaCl"), UMLIPStaticMaker(model="chgnet"))
     docs = {
         name: compare_phonon_results(
             setup_from_data(data),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.makers.properties import PropertyFlowMaker, PropertySpec, register_property
 from softening.schemas import FrameResult, FrameSpec, PropertyDoc, UMLIPResults
 

@@ -268,7 +268,7 @@ def _frames(model_name: str):
 
 
 def test_flow_comparison_names_the_mismatch():
-    from softening.makers.compare import compare_results
+    from softening.makers.force_comparison import compare_results
 
     refs, ml = _frames("TensorNet-MatPES-PBE-v2025.1-PES")
     doc = compare_results(refs, ml, n_bootstrap=50)

@@ -168,7 +168,7 @@ def _refs(*temperatures: str):
 
 @needs(SI)
 def test_k1_highest_energy_reproduces_finetune(tmp_path):
-    from softening.makers.finetune import CorrectionMaker, fit_correction, verify_correction
+    from softening.makers.correction import CorrectionMaker, fit_correction, verify_correction
 
     refs = _refs("843")
     doc = run_learning_curve(

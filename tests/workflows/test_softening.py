@@ -139,7 +139,7 @@ def test_md_maker_rejects_bad_settings(kwargs, match):
 
 def test_pooled_is_one_slope_not_a_mean(store):
     """compare_results over two materials pools all components (checked against numpy)."""
-    from softening.makers.compare import compare_results
+    from softening.makers.force_comparison import compare_results
     from softening.stores import CodeInfo, FrameResult, ModelInfo, UMLIPResults
 
     rng = np.random.default_rng(1)
@@ -236,6 +236,16 @@ def test_default_ids_are_formula_plus_structure_hash():
     assert all(re.fullmatch(r"Cu-[0-9a-f]{6}(-2)?", i) for i in ids)
     assert ids[0] != ids[1] and ids[2] == f"{ids[0]}-2"
     assert _default_ids([b]) == [ids[1]]  # the same structure gets the same id in any run
+
+
+def test_material_ids_follow_one_rule():
+    """Every flow's ids (formula + hash, formula, file stem) are made unique by one function, which
+    keeps the first of equal names and numbers the others from 2, never repeating an id."""
+    from softening.naming import unique_ids
+
+    assert unique_ids(["Si", "Si", "Cu", "Si"]) == ["Si", "Si-2", "Cu", "Si-3"]
+    assert unique_ids(["X", "X", "X-2"]) == ["X", "X-2", "X-2-2"]  # a base that looks numbered
+    assert unique_ids([]) == []
 
 
 def test_store_with_formula_ids_resumes_under_new_ids(store):

@@ -1,4 +1,5 @@
-"""Pair reference and uMLIP results by frame and fit the softening scale."""
+"""The force comparison: pair reference and uMLIP results by frame and fit the softening scale of
+the forces (a :class:`~softening.schemas.SofteningDoc` per material and model)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from softening.analysis.metrics import (
     softening_metrics,
 )
 from softening.errors import InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.models.backends import ReferenceRun, flags_for_model
 from softening.schemas import (
     CodeInfo,

@@ -1,4 +1,9 @@
-"""Correct a softened uMLIP on a few high-energy frames per material, and verify on held-out frames."""
+"""Correct a softened uMLIP on a few high-energy frames per material, and verify on held-out frames.
+
+A correction is of two kinds: a linear scale (mode ``scale``, closed form) or a fine-tune (``head``
+or ``full``, the family's trainer); either makes a corrected model
+(:mod:`softening.models.corrected`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Any
 import numpy as np
 from jobflow import Maker, job
 
+from softening import defaults
 from softening.analysis.correction import (
     CORRECTION_METHODS,
     correction_factor,
@@ -23,7 +29,7 @@ from softening.analysis.correction import (
 from softening.analysis.learning_curve import CURVE_CHOICES
 from softening.analysis.metrics import corrected_force_mae, force_mae, scale_through_origin
 from softening.errors import InputError
-from softening.makers.base import softening_job
+from softening.makers.job import softening_job
 from softening.models.finetune import CORRECTION_MODES, FineTuneSettings
 from softening.models.trust import models_folder
 from softening.schemas import (
@@ -137,7 +143,7 @@ class CorrectionMaker(Maker):
     model: str = "chgnet"
     mode: str = "scale"
     method: str = "lstsq"
-    train_frames: int = 1
+    train_frames: int = defaults.TRAIN_FRAMES
     frame_choice: str = "highest-energy"
     finetune: FineTuneSettings = field(default_factory=FineTuneSettings)
     cross_check: bool = True
@@ -375,8 +381,8 @@ def property_after_correction(
     property_maker: Any,
     base_model: str,
 ):
-    """A property (phonons, surfaces, vacancies, barriers) of ``structure`` with the reference,
-    the base model and the model the correction just wrote, side by side.
+    """A property (any registered one: phonons, surfaces, defects, mixing...) of ``structure``
+    with the reference, the base model and the model the correction just wrote, side by side.
 
     The corrected model's folder exists only once the correction has run, so this job replaces
     itself by the property maker's flow with both models. Its reference jobs reuse stored results

@@ -13,6 +13,7 @@ from pymatgen.core import Structure
 from softening.errors import CalculationError, InputError
 from softening.makers.base import softening_job
 from softening.makers.reuse import reuse_stored
+from softening.models.batched_md import check_blowup
 from softening.schemas import MDResult, MDTrajectory, content_key
 
 logger = logging.getLogger(__name__)
@@ -175,27 +176,6 @@ def _dynamics(atoms, maker: MDSamplingMaker):
     return NVTBerendsen(atoms, dt, temperature_K=maker.temperature, taut=maker.taut * units.fs)
 
 
-def _check_blowup(atoms, step: int, maker: MDSamplingMaker) -> None:
-    from ase.neighborlist import neighbor_list
-
-    pos = atoms.get_positions()
-    energy = atoms.get_potential_energy()
-    if not (np.all(np.isfinite(pos)) and np.isfinite(energy)):
-        raise CalculationError(f"MD blew up at step {step}: non-finite positions or energy")
-    d = neighbor_list("d", atoms, maker.min_distance)
-    if len(d):
-        raise CalculationError(
-            f"MD blew up at step {step}: two atoms {d.min():.2f} Å apart "
-            f"(< {maker.min_distance} Å); lower the temperature or the time step"
-        )
-    temp = atoms.get_temperature()
-    if temp > maker.max_temperature_factor * maker.temperature:
-        raise CalculationError(
-            f"MD blew up at step {step}: temperature {temp:.0f} K is over "
-            f"{maker.max_temperature_factor:g}x the target {maker.temperature:g} K"
-        )
-
-
 def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajectory:
     """Run the NVT MD described by ``maker``; return the kept, strided trajectory."""
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
@@ -218,7 +198,8 @@ def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajec
     def observe() -> None:
         step = dyn.nsteps
         if step % maker.stride == 0 or step == maker.steps:
-            _check_blowup(atoms, step, maker)
+            # The one blow-up rule, shared with the batched MD.
+            check_blowup(atoms, atoms.get_potential_energy(), step, maker)
             if step > n_equil:
                 out.steps.append(int(step))
                 out.positions.append(atoms.get_positions().tolist())

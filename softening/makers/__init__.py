@@ -6,7 +6,7 @@ from __future__ import annotations
 from softening.makers.compare import compare_job, compare_results
 from softening.makers.defects import BarrierMaker, VacancyMaker
 from softening.makers.evaluate import DatasetEvaluationMaker, evaluate_datasets, evaluate_frames
-from softening.makers.md import MDSamplingMaker
+from softening.makers.md import BatchedMDMaker, MDSamplingMaker
 from softening.makers.phonons import PhononMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
@@ -16,6 +16,7 @@ from softening.makers.vasp import VaspReferenceMaker
 
 __all__ = [
     "BarrierMaker",
+    "BatchedMDMaker",
     "DatasetEvaluationMaker",
     "FrameSelectionMaker",
     "MDSamplingMaker",

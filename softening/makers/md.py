@@ -152,9 +152,7 @@ class MDSamplingMaker(Maker):
             # Run by the batched job of this flow, not reused from an earlier one.
             stored = find_stored_output(CURRENT_JOB.store, key, "MDResult")
             if stored is not None:
-                return reuse_response(
-                    stored[1], f"{CURRENT_JOB.job.name} (batched)", material_id=mid
-                )
+                return reuse_response(stored[1], f"{self.name} (batched)", material_id=mid)
         reused = reuse_stored(key, "MDResult", f"MD of {structure.formula}", material_id=mid)
         if reused is not None:
             return reused
@@ -271,7 +269,7 @@ class BatchedMDMaker(Maker):
                 continue
             doc = md.result(structures[i], ids[i], model.info, run, keys[i], wall)
             store = store_md_result(doc)
-            store.name = f"{md.name} {ids[i]} (batched)"
+            store.name = f"{self.name} {ids[i]}"
             jobs.append(store)
             out[ids[i]]["computed"] = True
         return Response(output=out, detour=Flow(jobs, name=self.name) if jobs else None)

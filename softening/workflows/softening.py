@@ -83,7 +83,7 @@ class SofteningFlowMaker(Maker):
         batched = None
         if self.batch_md and len(structures) > 1:
             batched = BatchedMDMaker(settings=self.md_maker).make(list(structures), list(ids))
-            batched.append_name(f" ({len(structures)} materials)")
+            batched.append_name(f" ({len(structures)} materials)", dynamic=False)
         subflows = [
             self.make_material(s, mid, None if batched is None else batched.output[mid])
             for s, mid in zip(structures, ids, strict=True)

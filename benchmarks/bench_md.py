@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": round(ase_s / batched_s, 2),
         "temperature_mean_ase": round(float(np.mean([t for r in ase for t in r.temperatures])), 1),
         "temperature_mean_batched": round(
-            float(np.mean([t for r in batched if not isinstance(r, Exception) for t in r.temperatures])),
+            float(
+                np.mean(
+                    [t for r in batched if not isinstance(r, Exception) for t in r.temperatures]
+                )
+            ),
             1,
         ),
     }

@@ -210,6 +210,12 @@ class BatchedMDMaker(Maker):
     Only the Langevin thermostat is batched; with another, the per-material jobs run the MDs
     themselves.
 
+    Why a detour and not ``Response(replace=Flow(per-material jobs))`` with the materials'
+    results as the job's output: jobflow stores such an output as references to the new jobs'
+    outputs and resolves all of them whenever one entry is read, so every material's selection
+    job would load every material's trajectory, and one material that blew up would fail the
+    others' downstream jobs too.
+
     Attributes
     ----------
     name

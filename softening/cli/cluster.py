@@ -118,6 +118,14 @@ def submit(
     max_cells: MaxCellsOpt = defaults.MAX_CELLS,
     ion: IonOpt = None,
     mu: MuOpt = None,
+    batch_md: Annotated[
+        bool,
+        typer.Option(
+            "--batch-md/--no-batch-md",
+            help="Run the MDs of all materials in one batched job (default: one MD job per "
+            "material, each its own SLURM task).",
+        ),
+    ] = False,
 ) -> None:
     """Submit the workflow of `run` to a cluster: FireWorks LaunchPad + SLURM, or one SLURM job.
 

@@ -102,6 +102,14 @@ def run(
     max_cells: MaxCellsOpt = defaults.MAX_CELLS,
     ion: IonOpt = None,
     mu: MuOpt = None,
+    batch_md: Annotated[
+        bool,
+        typer.Option(
+            "--batch-md/--no-batch-md",
+            help="Run the MDs of several materials together, one batched model call per step "
+            "(--no-batch-md: one MD job per material).",
+        ),
+    ] = True,
 ) -> None:
     """Sample frames by uMLIP MD, label them with the reference, and fit the softening scale."""
     from softening.stores import get_job_store

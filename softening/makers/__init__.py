@@ -7,7 +7,7 @@ from __future__ import annotations
 from softening.makers.barrier import BarrierMaker
 from softening.makers.evaluate import DatasetEvaluationMaker, evaluate_datasets, evaluate_frames
 from softening.makers.force_comparison import compare_job, compare_results
-from softening.makers.md import MDSamplingMaker
+from softening.makers.md import BatchedMDMaker, MDSamplingMaker
 from softening.makers.phonons import PhononMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
@@ -18,6 +18,7 @@ from softening.makers.vasp import VaspReferenceMaker
 
 __all__ = [
     "BarrierMaker",
+    "BatchedMDMaker",
     "DatasetEvaluationMaker",
     "FrameSelectionMaker",
     "MDSamplingMaker",

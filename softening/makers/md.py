@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from jobflow import Maker
+from jobflow import JobConfig, Maker, job
 from pymatgen.core import Structure
 
 from softening import defaults
 from softening.errors import CalculationError, InputError
 from softening.makers.job import softening_job
 from softening.makers.reuse import reuse_stored
-from softening.schemas import MDResult, MDTrajectory, content_key
+from softening.models.batched_md import check_blowup
+from softening.schemas import MDResult, MDTrajectory, ModelInfo, content_key
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +114,28 @@ class MDSamplingMaker(Maker):
         return {k: getattr(self, k) for k in keys}
 
     @softening_job(MDResult, store=True, replaces=True)
-    def make(self, structure: Structure, material_id: str | None = None):
+    def make(
+        self,
+        structure: Structure,
+        material_id: str | None = None,
+        batched: dict[str, Any] | None = None,
+    ):
         """Run the MD, or reuse a stored run with the same start structure and settings.
 
         Returns the :class:`MDResult`, or for a reuse a ``Response`` replacing this job by one
         that outputs the stored result with its trajectory referenced, not copied (see
         :mod:`softening.makers.reuse`).
+
+        Parameters
+        ----------
+        structure
+            Start structure.
+        material_id
+            The material's id in this flow (default: the reduced formula).
+        batched
+            This material's entry of a :class:`BatchedMDMaker` job's output, when that job ran
+            the MD: its ``error`` (the MD blew up there) fails this job with the same message;
+            otherwise the result it stored is handed over.
         """
 
         from softening.models import load_model
@@ -125,6 +143,17 @@ class MDSamplingMaker(Maker):
         key = content_key(structure, "md", self.settings())
         # The id is this flow's (a store written before may hold the same MD under an older id).
         mid = material_id or structure.composition.reduced_formula
+        if batched is not None and batched.get("error"):
+            raise CalculationError(batched["error"])
+        if batched is not None and batched.get("computed"):
+            from jobflow import CURRENT_JOB
+
+            from softening.makers.reuse import find_stored_output, reuse_response
+
+            # Run by the batched job of this flow, not reused from an earlier one.
+            stored = find_stored_output(CURRENT_JOB.store, key, "MDResult")
+            if stored is not None:
+                return reuse_response(stored[1], f"{self.name} (batched)", material_id=mid)
         reused = reuse_stored(key, "MDResult", f"MD of {structure.formula}", material_id=mid)
         if reused is not None:
             return reused
@@ -132,12 +161,24 @@ class MDSamplingMaker(Maker):
         model.check_elements({el.symbol for el in structure.composition})
         t0 = time.perf_counter()
         traj = run_md(structure, model.calculator(), self)
-        kept_t = traj.temperatures
+        return self.result(structure, mid, model.info, traj, key, time.perf_counter() - t0)
+
+    def result(
+        self,
+        structure: Structure,
+        material_id: str,
+        model: ModelInfo,
+        trajectory: MDTrajectory,
+        key: str,
+        wall_time: float | None,
+    ) -> MDResult:
+        """The :class:`MDResult` of a finished MD of ``structure`` with these settings."""
+        kept_t = trajectory.temperatures
         return MDResult(
-            material_id=material_id or structure.composition.reduced_formula,
+            material_id=material_id,
             formula=structure.composition.reduced_formula,
             structure=structure,
-            model=model.info,
+            model=model,
             temperature=self.temperature,
             timestep=self.timestep,
             n_steps=self.steps,
@@ -146,10 +187,105 @@ class MDSamplingMaker(Maker):
             thermostat=self.thermostat,
             seed=self.seed,
             mean_temperature=float(np.mean(kept_t)) if kept_t else float("nan"),
-            trajectory=traj,
+            trajectory=trajectory,
             content_key=key,
-            wall_time=time.perf_counter() - t0,
+            wall_time=wall_time,
         )
+
+
+@dataclass
+class BatchedMDMaker(Maker):
+    """The sampling MDs of many materials in one job, advancing together: one batched model call
+    per step (:func:`softening.models.batched_md.run_batched_md`) instead of one per material.
+
+    Each material's MD is the one ``settings`` (an :class:`MDSamplingMaker`) would run, with the
+    same content key: the job stores one :class:`MDResult` per material (small jobs it adds as a
+    detour, each outputting one result, so trajectories are stored once and by material), and
+    materials already in the store are not run again (a resumed study redoes only what is
+    missing). Its own output is small: per material id, ``{"computed": bool, "error": str |
+    None}``. The per-material MD jobs of the flow take their entry
+    (``settings.make(structure, mid, batched=job.output[mid])``): they hand the stored result
+    over, or fail with the error of a material that blew up, so everything downstream of a
+    material sees what it sees after a per-material MD. A blow-up stops that material only.
+
+    Only the Langevin thermostat is batched; with another, the per-material jobs run the MDs
+    themselves.
+
+    Why a detour and not ``Response(replace=Flow(per-material jobs))`` with the materials'
+    results as the job's output: jobflow stores such an output as references to the new jobs'
+    outputs and resolves all of them whenever one entry is read, so every material's selection
+    job would load every material's trajectory, and one material that blew up would fail the
+    others' downstream jobs too.
+
+    Attributes
+    ----------
+    name
+        Job name.
+    settings
+        The MD of each material (model, temperature, steps, seed, blow-up thresholds...).
+    memory_gb
+        Memory budget of one step's batch, GB (``None``: the ``batch_memory_gb`` setting; without
+        one, every material runs at once). Materials beyond it wait for running ones to finish.
+    """
+
+    name: str = "md sampling batched"
+    settings: MDSamplingMaker = field(default_factory=MDSamplingMaker)
+    memory_gb: float | None = None
+
+    @job(config=JobConfig(expose_store=True))
+    def make(self, structures: list[Structure], material_ids: list[str] | None = None):
+        """Run the MDs not yet stored, all together; store one :class:`MDResult` per material.
+
+        Returns a ``Response`` whose output maps each material id to ``{"computed", "error"}``
+        and whose detour stores the new results (one small job per material).
+        """
+        from jobflow import CURRENT_JOB, Flow, Response
+
+        from softening.makers.reuse import find_stored_output
+        from softening.models import load_model
+        from softening.models.batched_md import run_batched_md
+        from softening.settings import get_settings
+
+        md = self.settings
+        ids = material_ids or [s.composition.reduced_formula for s in structures]
+        if len(ids) != len(structures):
+            raise InputError(f"{len(ids)} material ids for {len(structures)} structures")
+        keys = [content_key(s, "md", md.settings()) for s in structures]
+        out: dict[str, dict[str, Any]] = {mid: {"computed": False, "error": None} for mid in ids}
+        todo = [
+            i
+            for i, k in enumerate(keys)
+            if find_stored_output(CURRENT_JOB.store, k, "MDResult") is None
+        ]
+        logger.info(
+            "batched MD: %d materials, %d already stored",
+            len(structures),
+            len(structures) - len(todo),
+        )
+        if not todo or md.thermostat != "langevin":
+            return Response(output=out)  # the per-material jobs reuse or run them
+        model = load_model(md.model)
+        t0 = time.perf_counter()
+        memory_gb = self.memory_gb if self.memory_gb is not None else get_settings().batch_memory_gb
+        runs = run_batched_md([structures[i] for i in todo], model, md, memory_gb=memory_gb)
+        wall = time.perf_counter() - t0
+        jobs = []
+        for i, run in zip(todo, runs, strict=True):
+            if isinstance(run, CalculationError):
+                out[ids[i]]["error"] = str(run)
+                continue
+            doc = md.result(structures[i], ids[i], model.info, run, keys[i], wall)
+            store = store_md_result(doc)
+            store.name = f"{self.name} {ids[i]}"
+            jobs.append(store)
+            out[ids[i]]["computed"] = True
+        return Response(output=out, detour=Flow(jobs, name=self.name) if jobs else None)
+
+
+@softening_job(MDResult)
+def store_md_result(result: MDResult) -> MDResult:
+    """Output (and so store, trajectory in the ``data`` store) one MD result of a batched MD."""
+    return result
 
 
 def _dynamics(atoms, maker: MDSamplingMaker):
@@ -176,27 +312,6 @@ def _dynamics(atoms, maker: MDSamplingMaker):
     return NVTBerendsen(atoms, dt, temperature_K=maker.temperature, taut=maker.taut * units.fs)
 
 
-def _check_blowup(atoms, step: int, maker: MDSamplingMaker) -> None:
-    from ase.neighborlist import neighbor_list
-
-    pos = atoms.get_positions()
-    energy = atoms.get_potential_energy()
-    if not (np.all(np.isfinite(pos)) and np.isfinite(energy)):
-        raise CalculationError(f"MD blew up at step {step}: non-finite positions or energy")
-    d = neighbor_list("d", atoms, maker.min_distance)
-    if len(d):
-        raise CalculationError(
-            f"MD blew up at step {step}: two atoms {d.min():.2f} Å apart "
-            f"(< {maker.min_distance} Å); lower the temperature or the time step"
-        )
-    temp = atoms.get_temperature()
-    if temp > maker.max_temperature_factor * maker.temperature:
-        raise CalculationError(
-            f"MD blew up at step {step}: temperature {temp:.0f} K is over "
-            f"{maker.max_temperature_factor:g}x the target {maker.temperature:g} K"
-        )
-
-
 def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajectory:
     """Run the NVT MD described by ``maker``; return the kept, strided trajectory."""
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
@@ -219,7 +334,8 @@ def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajec
     def observe() -> None:
         step = dyn.nsteps
         if step % maker.stride == 0 or step == maker.steps:
-            _check_blowup(atoms, step, maker)
+            # The one blow-up rule, shared with the batched MD.
+            check_blowup(atoms, atoms.get_potential_energy(), step, maker)
             if step > n_equil:
                 out.steps.append(int(step))
                 out.positions.append(atoms.get_positions().tolist())

@@ -13,7 +13,7 @@ from softening import defaults
 from softening.makers.correction import CorrectionMaker, property_after_correction, verify_job
 from softening.makers.evaluate import DatasetEvaluationMaker
 from softening.makers.force_comparison import compare_job
-from softening.makers.md import MDSamplingMaker
+from softening.makers.md import BatchedMDMaker, MDSamplingMaker
 from softening.makers.reference import ReferenceStaticMaker
 from softening.makers.select import FrameSelectionMaker
 from softening.makers.umlip import UMLIPStaticMaker
@@ -69,6 +69,7 @@ class SofteningFlowMaker(Maker):
     seed: int = 0
     correction_maker: CorrectionMaker | None = None
     property_maker: Any | None = None
+    batch_md: bool = False
 
     def __post_init__(self) -> None:
         # The reference is chosen by settings: calculator="vasp" means the VASP maker.
@@ -81,17 +82,27 @@ class SofteningFlowMaker(Maker):
         if isinstance(structures, Structure):
             structures = [structures]
         ids = material_ids or _default_ids(structures)
-        subflows = [self.make_material(s, mid) for s, mid in zip(structures, ids, strict=True)]
+        batched = None
+        if self.batch_md and len(structures) > 1:
+            batched = BatchedMDMaker(settings=self.md_maker).make(list(structures), list(ids))
+            batched.append_name(f" ({len(structures)} materials)", dynamic=False)
+        subflows = [
+            self.make_material(s, mid, None if batched is None else batched.output[mid])
+            for s, mid in zip(structures, ids, strict=True)
+        ]
         output = {
             role: [doc for sub in subflows for doc in sub.output[role]]
             for role in StudyResult.model_fields
         }
-        return Flow(subflows, output=output, name=self.name)
+        jobs = subflows if batched is None else [batched, *subflows]
+        return Flow(jobs, output=output, name=self.name)
 
-    def make_material(self, structure: Structure, material_id: str) -> Flow:
+    def make_material(self, structure: Structure, material_id: str, batched: Any = None) -> Flow:
         """The sub-flow of one material; its output is a dict shaped as :class:`StudyResult`
-        (one SofteningDoc per model, and one VerificationDoc per model when correcting)."""
-        md = self.md_maker.make(structure, material_id=material_id)
+        (one SofteningDoc per model, and one VerificationDoc per model when correcting).
+        ``batched``: the material's entry of a batched MD job's output (the MD ran there)."""
+        extra = {} if batched is None else {"batched": batched}
+        md = self.md_maker.make(structure, material_id=material_id, **extra)
         md.append_name(f" {material_id}")
         select = self.select_maker.make(md.output)
         select.append_name(f" {material_id}")

@@ -66,6 +66,10 @@ class StudyOptions:
         The property's options: substitution ``HOST:GUEST`` (``mixing``, ``defect``), largest
         supercell of the orderings (``mixing``), migrating ion (``migration``), chemical
         potentials (``defect``).
+    batch_md
+        With several materials, run their MDs together in one batched job (one model call per
+        MD step for all; :class:`~softening.makers.md.BatchedMDMaker`); ``False``: one MD job
+        per material.
     """
 
     md_model: str = defaults.MD_MODEL
@@ -89,6 +93,7 @@ class StudyOptions:
     max_cells: int = defaults.MAX_CELLS
     ion: str | None = None
     mu: list[str] | None = None
+    batch_md: bool = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> StudyOptions:
@@ -160,6 +165,7 @@ class StudyOptions:
             umlip_maker=UMLIPStaticMaker(),
             models=models,
             seed=self.seed,
+            batch_md=self.batch_md,
             correction_maker=None
             if self.finetune is None
             else CorrectionMaker(

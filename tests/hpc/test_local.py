@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from jobflow import Flow, JobConfig, OnMissing, Response, job, run_locally
 
-from softening.hpc.local import allocated_cores, default_workers, flow_outputs, run_flow
+from softening.hpc.local import flow_outputs, run_flow
+from softening.processes import allocated_cores, default_workers
 from softening.schemas import StudyResult
 
 
@@ -161,10 +162,10 @@ def test_core_count_comes_from_the_allocation(monkeypatch):
     assert allocated_cores() == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert allocated_cores() == 8
-    monkeypatch.setattr("softening.hpc.local.available_memory_gb", lambda: 100.0)
+    monkeypatch.setattr("softening.processes.available_memory_gb", lambda: 100.0)
     assert default_workers(threads=2) == 4
     assert default_workers(threads=1, n_jobs=3) == 3
-    monkeypatch.setattr("softening.hpc.local.available_memory_gb", lambda: 7.0)
+    monkeypatch.setattr("softening.processes.available_memory_gb", lambda: 7.0)
     assert default_workers(threads=1) == 2  # 3 GB per worker
 
 

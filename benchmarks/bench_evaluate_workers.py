@@ -9,7 +9,9 @@ Each way runs in a fresh process that imports, loads the model, then times
 ``evaluate_datasets`` (read, evaluate, fit, bootstrap, write every result into a new store: what
 ``softening evaluate`` does after start-up); ``one_process_s`` with ``workers=1``, ``all_cores_s``
 with the automatic choice (one worker per allocated core). ``*_wall_s`` adds process start-up,
-imports and model loading, the same for both. Prints one JSON object:
+imports and model loading, the same for both; ``*_cpu_s`` the CPU seconds of the process and its
+workers (on a shared machine, other users' load slows the wall times much more than these). Prints one JSON
+object:
 ``{"frames", "one_process_s", "all_cores_s", "ratio", ...}``; ``ratio`` is one_process_s /
 all_cores_s.
 
@@ -46,11 +48,15 @@ from softening.stores import get_job_store
 path, model, store, workers = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 workers = None if workers == 'auto' else int(workers)
 used = resolve_frame_workers(workers, [load_model(model)])
-t0 = time.perf_counter()
+def cpu():
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+               resource.RUSAGE_CHILDREN)))
+t0, c0 = time.perf_counter(), cpu()
 ev = evaluate_datasets([path], [model], store=get_job_store(store), workers=workers)
-inner = time.perf_counter() - t0
+inner, cpu_s = time.perf_counter() - t0, cpu() - c0
 (result,) = ev.models.values()
-print(json.dumps({'inner_s': inner, 'workers': used, 'cores': allocated_cores(),
+print(json.dumps({'inner_s': inner, 'cpu_s': cpu_s, 'workers': used, 'cores': allocated_cores(),
                   'n_frames': result.n_frames,
                   'scales': {d.material_id: d.scale for d in result.materials}}))
 """
@@ -91,6 +97,14 @@ def main() -> None:
         "ratio": one["inner_s"] / every["inner_s"],
         "workers": every["workers"],
         "cores": every["cores"],
+        # CPU seconds (this process and its workers): what the work costs whatever else runs;
+        # on a shared machine, one_process_cpu_s / (all_cores_cpu_s / workers) is the ratio that
+        # the cores alone would give.
+        "one_process_cpu_s": one["cpu_s"],
+        "all_cores_cpu_s": every["cpu_s"],
+        # Cores each way actually got (CPU / wall): about 1 and the worker count on an idle machine.
+        "one_process_cores_used": one["cpu_s"] / one["inner_s"],
+        "all_cores_cores_used": every["cpu_s"] / every["inner_s"],
         "one_process_wall_s": one["wall_s"],
         "all_cores_wall_s": every["wall_s"],
         "max_scale_diff": max(abs(one["scales"][k] - v) for k, v in every["scales"].items()),

@@ -43,11 +43,11 @@ PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def make_wbm(n_frames: int, path: Path, seed: int = 0) -> int:
+def make_wbm(n_frames: int, path: Path, seed: int = 0, subset: Path = SUBSET) -> int:
     """A WBM-layout file of about ``n_frames`` frames: rattled copies of the subset's materials."""
     import numpy as np
 
-    data = json.loads(gzip.open(SUBSET).read())
+    data = json.loads(gzip.open(subset).read())
     rng = np.random.default_rng(seed)
     out: dict = {}
     n = copy = 0

@@ -1,4 +1,8 @@
-"""Worker processes that end with their parent.
+"""Worker processes: how many fit the allocation, and ending them with their parent.
+
+:func:`default_workers` is the one rule for how many worker processes fit this allocation's cores and
+memory (the jobs of :func:`softening.execution.local.run_flow`, the frame workers of
+:func:`softening.models.evaluate.evaluate_in_workers`).
 
 A worker process (a job of :func:`softening.execution.local.run_flow`, a graph builder of
 :func:`softening.models.evaluate.iter_graphs`) is re-parented to init when its parent is killed
@@ -14,14 +18,66 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
-__all__ = ["exit_with_parent"]
+__all__ = ["allocated_cores", "available_memory_gb", "default_workers", "exit_with_parent"]
+
+#: Memory one worker may need (torch + a uMLIP + GPAW on a few dozen atoms), GB. Used only to cap
+#: the default number of workers on small machines.
+GB_PER_WORKER = 3.0
 
 #: ``PR_SET_PDEATHSIG`` of ``<linux/prctl.h>``.
 _PR_SET_PDEATHSIG = 1
 
 #: Seconds between two looks of the watchdog thread at the parent.
 POLL_SECONDS = 0.5
+
+
+def allocated_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by ``SLURM_CPUS_PER_TASK``.
+
+    The machine's total is the wrong number inside a SLURM allocation or a container: affinity is
+    what the scheduler gave this process, and ``SLURM_CPUS_PER_TASK`` says the same where affinity
+    is not enforced.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        cores = min(cores, int(slurm))
+    return max(1, cores)
+
+
+def available_memory_gb() -> float | None:
+    """Memory available to new processes (``MemAvailable``), GB, or ``None`` where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return None
+
+
+def default_workers(threads: int = 1, n_jobs: int | None = None) -> int:
+    """Workers so that workers x threads fit the allocated cores and the memory.
+
+    Parameters
+    ----------
+    threads
+        Threads each job uses (BLAS/OpenMP for GPAW, torch's intra-op threads).
+    n_jobs
+        Most jobs that could ever run at once (no more workers than that).
+    """
+    n = max(1, allocated_cores() // max(1, threads))
+    mem = available_memory_gb()
+    if mem is not None:
+        n = min(n, max(1, int(mem // GB_PER_WORKER)))
+    if n_jobs is not None:
+        n = min(n, max(1, n_jobs))
+    return n
 
 
 def exit_with_parent(parent: int, poll: float = POLL_SECONDS) -> None:

@@ -136,9 +136,10 @@ TrainFramesOpt = Annotated[int, typer.Option(help="Frames per material to correc
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        help="Jobs run at once on this machine (reference statics of different frames side by "
-        "side). [default: the allocated cores (CPU affinity, SLURM_CPUS_PER_TASK) / torch_threads,"
-        " capped by memory]"
+        help="Worker processes on this machine: jobs run at once (reference statics of different "
+        "frames side by side), or for evaluate, processes that each evaluate a share of the frames "
+        "(on a CPU). [default: the allocated cores (CPU affinity, SLURM_CPUS_PER_TASK) / "
+        "torch_threads (evaluate: one thread each), capped by memory]"
     ),
 ]
 

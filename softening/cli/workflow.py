@@ -168,6 +168,7 @@ def evaluate(
     ] = None,
     as_json: JsonOpt = False,
     strict: StrictOpt = False,
+    workers: WorkersOpt = None,
     trust_model_file: TrustModelOpt = False,
 ) -> None:
     """Softening of uMLIPs on existing DFT-labelled frames (no MD, no new DFT)."""
@@ -182,7 +183,7 @@ def evaluate(
     with progress("evaluating frames") as advance:
         evaluation = evaluate_datasets(
             datasets, default_models(model), store=job_store, strict=strict, seed=seed,
-            progress=advance,
+            progress=advance, workers=workers,
         )  # fmt: skip
     result = evaluation_summary(evaluation, out)
     if as_json:

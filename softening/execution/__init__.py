@@ -13,7 +13,8 @@ FireWorks and SLURM stay in :mod:`softening.hpc`, which uses this package.
 from __future__ import annotations
 
 from softening.execution.local import FlowRun, flow_outputs, run_flow
-from softening.execution.resources import allocated_cores, default_workers, resolve_workers
+from softening.execution.resources import resolve_workers
+from softening.processes import allocated_cores, default_workers
 
 __all__ = [
     "FlowRun",

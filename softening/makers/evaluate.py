@@ -11,10 +11,15 @@ comparison jobs of a flow write them, so ``query``, ``build`` and ``report`` see
 
 Frames under one material id with different compositions are split: those of a later composition
 form the result ``<id>:<formula>``, flagged ``mixed_composition``.
+
+On a CPU the frames are evaluated by worker processes, one per core, each with its own copy of the
+models (:class:`softening.models.evaluate.FrameWorkers`), one chunk ahead of this process, which
+keeps the results in the frames' order and fits and stores them as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid as uuid_mod
@@ -327,6 +332,8 @@ def evaluate_frames(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     chunk_frames: int = CHUNK_FRAMES,
+    workers: int | None = None,
+    n_frames: int | None = None,
 ) -> dict[str, ModelEvaluation]:
     """Evaluate uMLIPs on labelled frames (one streamed pass) and fit the softening per material.
 
@@ -345,6 +352,12 @@ def evaluate_frames(
         Called with the number of frames just finished (by every model).
     chunk_frames
         Frames evaluated per call of the batched evaluator.
+    workers
+        Processes that evaluate frames, each with its own copy of the models (1: this process);
+        ``None``: chosen from the allocation (:func:`softening.models.evaluate.resolve_frame_workers`).
+        Results are the same whatever the number, to float32 round-off.
+    n_frames
+        About how many frames ``frames`` holds, when known (no more workers than they need).
 
     Returns
     -------
@@ -356,24 +369,59 @@ def evaluate_frames(
     InputError
         A frame that appears twice, or no labelled frame at all.
     ModelError
-        A model that lacks an element of the frames (checked before each batch is evaluated).
+        A model that lacks an element of the frames (checked before each batch is evaluated), or
+        a worker process that died.
     """
     from softening.models import load_model
-    from softening.models.evaluate import evaluate_structures
+    from softening.models.evaluate import resolve_frame_workers
 
     loaded = [load_model(spec) for spec in models]
     accs = [_Accumulator(m, store, n_bootstrap, seed) for m in loaded]
-    for chunk in _chunks(iter(frames), chunk_frames):
+    n_workers = resolve_frame_workers(workers, loaded, n_frames)
+    chunks = _chunks(iter(frames), chunk_frames)
+    # closing: an error here (a repeated frame) stops the workers at once, not when collected.
+    with contextlib.closing(_predictions(loaded, chunks, n_workers)) as predicted:
+        for chunk, preds in predicted:
+            for acc, chunk_preds in zip(accs, preds, strict=True):
+                for frame, pred in zip(chunk, chunk_preds, strict=True):
+                    acc.add(frame, pred)
+            if progress is not None:
+                progress(len(chunk))
+    return {m.name: acc.finish() for m, acc in zip(loaded, accs, strict=True)}
+
+
+def _predictions(
+    loaded: list[Any], chunks: Iterator[list[Any]], workers: int
+) -> Iterator[tuple[list[Any], list[list[Any]]]]:
+    """Each chunk of frames with every model's predictions of it, in the frames' order.
+
+    With one worker, in this process; with more, by frame workers, the next chunk queued before
+    this one is handed back, so they keep evaluating while this process fits and stores.
+    """
+    from softening.models.evaluate import FrameWorkers, evaluate_structures
+
+    def checked(chunk: list[Any]) -> list[Any]:
         structures = [f.structure for f in chunk]
         elements = {el.symbol for s in structures for el in s.composition}
         for m in loaded:
             m.check_elements(elements)
-        for m, acc in zip(loaded, accs, strict=True):
-            for frame, pred in zip(chunk, evaluate_structures(m, structures), strict=True):
-                acc.add(frame, pred)
-        if progress is not None:
-            progress(len(chunk))
-    return {m.name: acc.finish() for m, acc in zip(loaded, accs, strict=True)}
+        return structures
+
+    if workers <= 1:
+        for chunk in chunks:
+            structures = checked(chunk)
+            yield chunk, [evaluate_structures(m, structures) for m in loaded]
+        return
+    with FrameWorkers(loaded, workers) as pool:
+        ahead = None
+        for chunk in chunks:
+            structures = checked(chunk)
+            queued = chunk, [pool.submit(i, structures) for i in range(len(loaded))]
+            if ahead is not None:
+                yield ahead[0], [result() for result in ahead[1]]
+            ahead = queued
+        if ahead is not None:
+            yield ahead[0], [result() for result in ahead[1]]
 
 
 @dataclass
@@ -441,6 +489,7 @@ def evaluate_datasets(
     n_bootstrap: int = 1000,
     seed: int = 0,
     progress: Callable[[int, int | None], None] | None = None,
+    workers: int | None = None,
 ) -> DatasetEvaluation:
     """Evaluate uMLIPs on labelled datasets: the library function behind ``softening evaluate``.
 
@@ -458,6 +507,9 @@ def evaluate_datasets(
         Bootstrap of the scales' intervals.
     progress
         Called as ``progress(frames just done, about how many frames in all or None)``.
+    workers
+        Processes that evaluate frames (``--workers``; ``None``: from the allocation), see
+        :func:`evaluate_frames`.
 
     Returns
     -------
@@ -479,7 +531,14 @@ def evaluate_datasets(
             progress(n, total)
 
     results = evaluate_frames(
-        models, frames, store=store, n_bootstrap=n_bootstrap, seed=seed, progress=step
+        models,
+        frames,
+        store=store,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        progress=step,
+        workers=workers,
+        n_frames=total,
     )
     return DatasetEvaluation(models=results, reports=reports)
 
@@ -502,6 +561,9 @@ class DatasetEvaluationMaker(Maker):
         Refuse VASP runs whose settings differ from the models' training data.
     n_bootstrap, seed
         Bootstrap of the scales' intervals.
+    workers
+        Processes that evaluate frames (``None``: from the allocation; 1 when the job shares the
+        cores with other jobs of :func:`softening.execution.local.run_flow`).
     """
 
     name: str = "evaluate datasets"
@@ -509,6 +571,7 @@ class DatasetEvaluationMaker(Maker):
     strict: bool = False
     n_bootstrap: int = 1000
     seed: int = 0
+    workers: int | None = None
 
     @job(config=JobConfig(expose_store=True))
     def make(self, datasets: list[str]) -> dict[str, Any]:
@@ -522,6 +585,7 @@ class DatasetEvaluationMaker(Maker):
             strict=self.strict,
             n_bootstrap=self.n_bootstrap,
             seed=self.seed,
+            workers=self.workers,
         )
         return result.summary()
 

@@ -6,6 +6,12 @@ evaluated in batches whose size follows a memory budget, recalibrated from the m
 GPU; a batch that runs out of memory is split in two and retried, so no batch exhausts the card.
 Each family's graph builder, batched forward and memory per atom come from its backend
 (:mod:`softening.models.backends`); a family without batched parts is evaluated frame by frame.
+
+On a CPU the model's forward pass, not graph building, is most of the time (measured with CHGNet
+0.3.0, M3GNet and TensorNet on WBM frames: graphs 12, 7 and 2 % of one process's time), so graph
+workers leave the other cores idle; there :class:`FrameWorkers` splits the frames themselves across
+processes, each evaluating whole frames with its own copy of the models
+(:func:`resolve_frame_workers` chooses how many).
 """
 
 from __future__ import annotations
@@ -16,15 +22,17 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 
 import numpy as np
 from pymatgen.core import Structure
 
-from softening.errors import ModelError
+from softening.errors import InputError, ModelError
 from softening.models.backends import Backend, LoadedModel, get_backend
+from softening.processes import allocated_cores, default_workers
 from softening.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -108,9 +116,8 @@ def resolve_graph_workers(requested: int | None, device: str, n_frames: int) -> 
     if requested is None and _inside_mpi():
         requested = 0  # forking an MPI rank can break its transport; each rank builds its own
     if requested is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = 0 if device == "cuda" else get_settings().torch_threads
-        requested = max(0, min(8, (cores or 1) - threads))
+        requested = max(0, min(8, allocated_cores() - threads))
     return max(0, min(requested, n_frames // MIN_FRAMES_PER_WORKER))
 
 
@@ -176,6 +183,134 @@ def iter_graphs(build: Callable, structures: Sequence[Structure], workers: int) 
             yield pickle.loads(blob)
     finally:  # also when the consumer stops early: drop the graphs nobody will read
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---- frame workers: whole frames split across processes, each with its own models ----------------
+
+#: Frames per task handed to a frame worker, at least: fewer would leave its batches part-empty.
+MIN_FRAMES_PER_TASK = 8
+
+
+def resolve_frame_workers(
+    requested: int | None, models: Sequence[LoadedModel], n_frames: int | None = None
+) -> int:
+    """Number of frame-evaluating worker processes for ``models`` (1: evaluate in this process).
+
+    ``requested`` (``--workers``) wins, except on a GPU. Otherwise (automatic): one per allocated
+    core, capped by memory (:func:`softening.processes.default_workers` with one torch thread
+    each), and at most one per :data:`MIN_FRAMES_PER_WORKER` of ``n_frames`` when that is known;
+    but 1 when a model is on a GPU (the card is the one fast part: graph workers feed it instead),
+    inside an MPI rank (forking one can break its transport), or when the ``graph_workers``
+    setting is 0 (no worker processes: :func:`softening.execution.local.run_flow` sets it when several
+    jobs share the cores).
+
+    Raises
+    ------
+    InputError
+        ``requested`` below 1.
+    """
+    if requested is not None and requested < 1:
+        raise InputError(f"--workers must be >= 1, got {requested}")
+    if any(m.device != "cpu" for m in models):
+        if requested is not None and requested > 1:
+            logger.warning(
+                "--workers %d ignored: models on %s are evaluated in one process (graphs are "
+                "built in worker processes)", requested, models[0].device,
+            )  # fmt: skip
+        return 1
+    if requested is not None:
+        return requested
+    if _inside_mpi() or get_settings().graph_workers == 0:
+        return 1
+    n = default_workers(threads=1)
+    if n_frames is not None:
+        n = min(n, n_frames // MIN_FRAMES_PER_WORKER)
+    return max(1, n)
+
+
+_MODELS: list[LoadedModel] = []
+
+
+def _init_frame_worker(models: list[LoadedModel], parent: int) -> None:
+    import warnings
+
+    import torch
+
+    from softening.processes import exit_with_parent
+
+    exit_with_parent(parent)  # a frame worker whose parent is killed ends too
+    warnings.filterwarnings("ignore")  # the parent has shown the models' warnings once
+    _MODELS[:] = models  # inherited through fork: nothing re-read, nothing unpickled
+    # One thread: a forked child's OpenMP pool hangs with more once the parent has used its own.
+    torch.set_num_threads(1)
+
+
+def _evaluate_task(index: int, structures: list[Structure]) -> list[Prediction]:
+    return evaluate_structures(_MODELS[index], structures, graph_workers=0)
+
+
+class FrameWorkers:
+    """Worker processes that each evaluate whole frames with their own copy of the models.
+
+    The workers are forked once the models are loaded here, so they inherit them: no model file is
+    read again and nothing is unpickled but the frames sent and the predictions returned, both
+    pickled by this package. Each runs torch with one thread (see :func:`resolve_frame_workers`).
+    Tasks are contiguous slices of the frames; :meth:`submit` returns a function that gives the
+    predictions in the frames' order, so results are those of one process, batch boundaries aside
+    (float32 round-off). A worker that dies (killed, out of memory) is a :class:`ModelError`, not
+    a hang; an error raised in a worker is raised here.
+
+    Parameters
+    ----------
+    models
+        Loaded models (on the CPU); tasks name one by its index.
+    workers
+        Processes to start.
+    """
+
+    def __init__(self, models: Sequence[LoadedModel], workers: int) -> None:
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(
+            workers,
+            mp_context=get_context("fork"),
+            initializer=_init_frame_worker,
+            initargs=(list(models), os.getpid()),
+        )
+
+    def submit(self, index: int, structures: Sequence[Structure]) -> Callable[[], list[Prediction]]:
+        """Queue ``structures`` for model ``index``; the returned function waits for the
+        predictions and gives them in order."""
+        # Four tasks per worker, so that a worker with small frames takes another slice while
+        # one with large frames finishes (the next call's tasks queue behind these).
+        size = max(MIN_FRAMES_PER_TASK, -(-len(structures) // (4 * self.workers)))
+        futures = [
+            self.pool.submit(_evaluate_task, index, list(structures[i : i + size]))
+            for i in range(0, len(structures), size)
+        ]
+        return lambda: _collect(futures)
+
+    def close(self) -> None:
+        """Stop the workers, dropping queued tasks (also after an error)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> FrameWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _collect(futures: list[Future]) -> list[Prediction]:
+    out: list[Prediction] = []
+    try:
+        for f in futures:
+            out.extend(f.result())
+    except BrokenProcessPool:
+        raise ModelError(
+            "a frame-evaluation worker process died (killed, or out of memory); "
+            "rerun with fewer --workers"
+        ) from None
+    return out
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ import pytest
 from jobflow import Flow, JobConfig, OnMissing, Response, job, run_locally
 
 from softening.execution.local import flow_outputs, run_flow
-from softening.execution.resources import allocated_cores, default_workers
+from softening.processes import allocated_cores, default_workers
 from softening.schemas import StudyResult
 
 
@@ -163,10 +163,10 @@ def test_core_count_comes_from_the_allocation(monkeypatch):
     assert allocated_cores() == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert allocated_cores() == 8
-    monkeypatch.setattr("softening.execution.resources.available_memory_gb", lambda: 100.0)
+    monkeypatch.setattr("softening.processes.available_memory_gb", lambda: 100.0)
     assert default_workers(threads=2) == 4
     assert default_workers(threads=1, n_jobs=3) == 3
-    monkeypatch.setattr("softening.execution.resources.available_memory_gb", lambda: 7.0)
+    monkeypatch.setattr("softening.processes.available_memory_gb", lambda: 7.0)
     assert default_workers(threads=1) == 2  # 3 GB per worker
 
 

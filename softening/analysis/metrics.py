@@ -17,7 +17,7 @@ never a mean of per-material values: pass the concatenated frames.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "force_outliers",
     "energy_mae_per_atom",
     "force_mae",
+    "fraction_softened",
     "linear_correction_factor",
     "per_element_scales",
     "scale_through_origin",
@@ -192,6 +193,12 @@ def per_element_scales(f_ml: Any, f_dft: Any, species: Sequence[str]) -> dict[st
 # --------------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------------
+def fraction_softened(scales: Iterable[float]) -> float:
+    """Share of materials with ``scale < 1`` (the paper's headline: 93-98 % of WBM); NaN for none."""
+    scales = [float(x) for x in scales]
+    return sum(x < 1 for x in scales) / len(scales) if scales else float("nan")
+
+
 def force_mae(f_ml: Any, f_dft: Any) -> float:
     """Mean absolute error over force components.
 

@@ -173,7 +173,8 @@ def evaluate(
 ) -> None:
     """Softening of uMLIPs on existing DFT-labelled frames (no MD, no new DFT)."""
     from softening.cli.tables import models_table, scale_table
-    from softening.makers.evaluate import evaluate_datasets, evaluation_summary
+    from softening.makers.evaluate import evaluate_datasets
+    from softening.makers.evaluation_output import evaluation_summary
     from softening.stores import get_job_store
     from softening.workflows.inputs import default_models
 

@@ -35,6 +35,7 @@ from jobflow import JobStore
 from maggma.core import Builder, Store
 from pydantic import BaseModel, Field
 
+from softening.analysis.metrics import fraction_softened
 from softening.errors import one_line
 from softening.schemas import SofteningDoc
 from softening.stores.factory import sibling_store
@@ -297,7 +298,7 @@ def model_summary(model: str, records: list[dict[str, Any]]) -> ModelSummary:
         model_family=records[0].get("model_family"),
         n_materials=len(records),
         references=sorted({str(r.get("reference")) for r in records}),
-        fraction_softened=float(np.mean(s < 1.0)),
+        fraction_softened=fraction_softened(s),
         scale_mean=float(np.mean(s)),
         scale_std=float(np.std(s)),
         scale_quantiles={k: float(np.quantile(s, q)) for k, q in QUANTILES.items()},
@@ -322,7 +323,7 @@ def element_summary(model: str, element: str, records: list[dict[str, Any]]) -> 
         model=model,
         element=element,
         n_materials=len(records),
-        fraction_softened=float(np.mean(s < 1.0)),
+        fraction_softened=fraction_softened(s),
         scale_mean=float(np.mean(s)),
         scale_median=float(np.median(s)),
         element_scale_mean=float(np.mean(own)) if own.size else None,
@@ -339,7 +340,7 @@ def chemsys_summary(model: str, chemsys: str, records: list[dict[str, Any]]) -> 
         chemsys=chemsys,
         n_materials=len(records),
         material_ids=[str(r["material_id"]) for r in records],
-        fraction_softened=float(np.mean(s < 1.0)),
+        fraction_softened=fraction_softened(s),
         scale_mean=float(np.mean(s)),
         scale_median=float(np.median(s)),
         scale_min=float(np.min(s)),

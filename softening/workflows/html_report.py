@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from softening.analysis.metrics import fraction_softened
 from softening.jsonio import rounded
 from softening.workflows.html_properties import DIGITS, property_docs, property_entry
 
@@ -402,7 +403,7 @@ def _summaries(
                 "scale_median": _num(np.median(scales)) if scales.size else None,
                 "scale_p05": _num(np.quantile(scales, 0.05)) if scales.size else None,
                 "scale_p95": _num(np.quantile(scales, 0.95)) if scales.size else None,
-                "fraction_softened": _num(np.mean(scales < 1.0)) if scales.size else None,
+                "fraction_softened": _num(fraction_softened(scales)),
                 "mae_mean": _num(np.mean(mae)) if mae.size else None,
                 "cmae_mean": _num(np.mean(cmae)) if cmae.size else None,
                 "n_flagged": sum(1 for r in rs if r.get("flags")),

@@ -95,7 +95,8 @@ def test_frames_to_references_and_unique_ids(tmp_path):
 
 
 def test_evaluation_summary_is_the_evaluate_json_contract(tmp_path):
-    from softening.makers.evaluate import evaluate_datasets, evaluation_summary
+    from softening.makers.evaluate import evaluate_datasets
+    from softening.makers.evaluation_output import evaluation_summary
 
     ev = evaluate_datasets([_labelled_xyz(tmp_path / "f.extxyz")], ["chgnet"], n_bootstrap=50)
     result = evaluation_summary(ev, tmp_path / "out")

@@ -15,7 +15,7 @@ from softening import defaults
 from softening.errors import CalculationError, InputError
 from softening.makers.job import softening_job
 from softening.makers.reuse import reuse_stored
-from softening.models.batched_md import check_blowup
+from softening.models.batched_md import kept_trajectory, observe_step, start_atoms
 from softening.schemas import MDResult, MDTrajectory, ModelInfo, content_key
 
 logger = logging.getLogger(__name__)
@@ -314,18 +314,8 @@ def _dynamics(atoms, maker: MDSamplingMaker):
 
 def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajectory:
     """Run the NVT MD described by ``maker``; return the kept, strided trajectory."""
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    from softening.datasets.checks import wrap_structure
-
-    # The float32 models must not see positions far from the cell (the image chosen matters).
-    atoms = AseAtomsAdaptor.get_atoms(wrap_structure(structure))
+    atoms = start_atoms(structure, maker.temperature, maker.seed)
     atoms.calc = calculator
-    MaxwellBoltzmannDistribution(
-        atoms, temperature_K=maker.temperature, rng=np.random.default_rng(maker.seed)
-    )
-    Stationary(atoms)
     dyn = _dynamics(atoms, maker)
     n_equil = int(maker.steps * maker.equilibration_fraction)
     out = MDTrajectory(steps=[], positions=[], cells=[], energies=[], temperatures=[])
@@ -333,15 +323,8 @@ def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajec
 
     def observe() -> None:
         step = dyn.nsteps
-        if step % maker.stride == 0 or step == maker.steps:
-            # The one blow-up rule, shared with the batched MD.
-            check_blowup(atoms, atoms.get_potential_energy(), step, maker)
-            if step > n_equil:
-                out.steps.append(int(step))
-                out.positions.append(atoms.get_positions().tolist())
-                out.cells.append(atoms.cell.array.tolist())
-                out.energies.append(float(atoms.get_potential_energy()))
-                out.temperatures.append(float(atoms.get_temperature()))
+        # The one observer (blow-up rule, kept frames), shared with the batched MD.
+        observe_step(atoms, atoms.get_potential_energy(), step, maker, n_equil, out)
         if step % report_every == 0:
             logger.info(
                 "MD %s: step %d/%d, T = %.0f K",
@@ -353,6 +336,4 @@ def run_md(structure: Structure, calculator, maker: MDSamplingMaker) -> MDTrajec
 
     dyn.attach(observe, interval=1)
     dyn.run(maker.steps)
-    if not out.steps:
-        raise CalculationError("MD kept no frames: increase steps or lower stride")
-    return out
+    return kept_trajectory(out)

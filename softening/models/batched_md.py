@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 
     from softening.models.backends import LoadedModel
 
-__all__ = ["LangevinSettings", "check_blowup", "run_batched_md"]
+__all__ = [
+    "LangevinSettings",
+    "check_blowup",
+    "kept_trajectory",
+    "observe_step",
+    "run_batched_md",
+    "start_atoms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,17 +125,8 @@ class _Walker:
 def _start(index: int, structure: Structure, settings: LangevinSettings, seed: int) -> _Walker:
     """ASE's start of :func:`~softening.makers.md.run_md`: velocities, then the Langevin setup."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from pymatgen.io.ase import AseAtomsAdaptor
 
-    from softening.datasets.checks import wrap_structure
-
-    # As run_md: the float32 models must not see positions far from the cell.
-    atoms = AseAtomsAdaptor.get_atoms(wrap_structure(structure))
-    MaxwellBoltzmannDistribution(
-        atoms, temperature_K=settings.temperature, rng=np.random.default_rng(seed)
-    )
-    Stationary(atoms)
+    atoms = start_atoms(structure, settings.temperature, seed)
     # Langevin.__init__ / updatevars (ase/md/langevin.py), in ASE units.
     dt = settings.timestep * units.fs
     temp = units.kB * settings.temperature
@@ -180,17 +178,44 @@ def _second_half(w: _Walker) -> None:
     w.nsteps += 1
 
 
-def _observe(w: _Walker, settings: LangevinSettings, n_equil: int) -> None:
-    """run_md's observer: the blow-up check and the kept frames (raises on a blow-up)."""
-    step = w.nsteps
+def start_atoms(structure: Structure, temperature: float, seed: int) -> Atoms:
+    """The MD's start: ``structure`` wrapped into its cell, Maxwell-Boltzmann velocities at
+    ``temperature`` (K) drawn with ``default_rng(seed)``, centre-of-mass motion removed.
+
+    Every MD of the package starts here (per material and batched), so both give the same start.
+    """
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from softening.datasets.checks import wrap_structure
+
+    # The float32 models must not see positions far from the cell (the image chosen matters).
+    atoms = AseAtomsAdaptor.get_atoms(wrap_structure(structure))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    return atoms
+
+
+def observe_step(
+    atoms: Atoms, energy: float, step: int, settings: Any, n_equil: int, out: MDTrajectory
+) -> None:
+    """Every MD's observer after ``step``: on the stride (and at the last step) the blow-up check
+    (:func:`check_blowup`, raises), then the frame kept in ``out`` once past ``n_equil`` steps."""
     if step % settings.stride == 0 or step == settings.steps:
-        check_blowup(w.atoms, w.energy, step, settings)
+        check_blowup(atoms, energy, step, settings)
         if step > n_equil:
-            w.out.steps.append(int(step))
-            w.out.positions.append(w.atoms.get_positions().tolist())
-            w.out.cells.append(w.atoms.cell.array.tolist())
-            w.out.energies.append(float(w.energy))
-            w.out.temperatures.append(float(w.atoms.get_temperature()))
+            out.steps.append(int(step))
+            out.positions.append(atoms.get_positions().tolist())
+            out.cells.append(atoms.cell.array.tolist())
+            out.energies.append(float(energy))
+            out.temperatures.append(float(atoms.get_temperature()))
+
+
+def kept_trajectory(out: MDTrajectory) -> MDTrajectory:
+    """``out`` of a finished MD; :class:`CalculationError` when it kept no frame."""
+    if not out.steps:
+        raise CalculationError("MD kept no frames: increase steps or lower stride")
+    return out
 
 
 class _Forces:
@@ -314,18 +339,17 @@ def run_batched_md(
     def settle(w: _Walker, step_zero: bool = False) -> None:
         """Observe ``w`` after its step; retire it when finished or blown up."""
         try:
-            _observe(w, settings, n_equil)
+            observe_step(w.atoms, w.energy, w.nsteps, settings, n_equil, w.out)
         except CalculationError as exc:
             logger.info("MD %s stopped: %s", w.atoms.get_chemical_formula(), exc)
             results[w.index] = exc
             running.remove(w)
             return
         if w.nsteps >= settings.steps and not step_zero:
-            results[w.index] = (
-                w.out
-                if w.out.steps
-                else CalculationError("MD kept no frames: increase steps or lower stride")
-            )
+            try:
+                results[w.index] = kept_trajectory(w.out)
+            except CalculationError as exc:
+                results[w.index] = exc
             running.remove(w)
 
     admit()
